@@ -1,0 +1,56 @@
+// Package schema defines the OpenAI webhook events that hookbridge forwards:
+// the envelope, the catalogue of known event types with a typed data struct for
+// each, and the routing rules that turn a type into a subject or topic name.
+//
+// It depends only on the standard library so that workers consuming the bus can
+// import it to decode what they receive without pulling in broker clients.
+package schema
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Type is an OpenAI webhook event type, e.g. "batch.completed".
+type Type string
+
+// Event is the JSON envelope OpenAI sends for every webhook.
+//
+// Data is kept raw: the bridge never re-encodes a body, and workers decode Data
+// into the typed struct for Type with DecodeData.
+type Event struct {
+	ID        string          `json:"id"`
+	Object    string          `json:"object"`
+	CreatedAt int64           `json:"created_at"`
+	Type      Type            `json:"type"`
+	Data      json.RawMessage `json:"data"`
+
+	objectID string // cached by Parse; see ObjectID
+}
+
+// Time returns CreatedAt as a time.Time (zero when CreatedAt is unset).
+func (e *Event) Time() time.Time {
+	if e.CreatedAt == 0 {
+		return time.Time{}
+	}
+	return time.Unix(e.CreatedAt, 0).UTC()
+}
+
+// Delivery is one verified webhook request on its way to the bus. ingest builds
+// it, publish consumes it; it lives here because both depend on schema and
+// neither may depend on the other.
+type Delivery struct {
+	WebhookID string // webhook-id header: delivery identity, dedup key, Nats-Msg-Id
+	Timestamp string // webhook-timestamp header text as received
+	Signature string // webhook-signature header as received, so workers can re-verify
+	Body      []byte // the exact verified request body, never re-encoded
+
+	// Event is the parsed envelope, or nil when the body cannot be routed and
+	// goes to the dead-letter subject with DeadLetterReason.
+	Event            *Event
+	DeadLetterReason string
+
+	// W3C trace context from the request, forwarded when present.
+	TraceParent string
+	TraceState  string
+}
