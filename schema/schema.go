@@ -1,9 +1,3 @@
-// Package schema defines the OpenAI webhook events that hookbridge forwards:
-// the envelope, the catalogue of known event types with a typed data struct for
-// each, and the routing rules that turn a type into a subject or topic name.
-//
-// It depends only on the standard library so that workers consuming the bus can
-// import it to decode what they receive without pulling in broker clients.
 package schema
 
 import (
@@ -17,7 +11,7 @@ type Type string
 // Event is the JSON envelope OpenAI sends for every webhook.
 //
 // Data is kept raw: the bridge never re-encodes a body, and workers decode Data
-// into the typed struct for Type with DecodeData.
+// into the typed struct for Type with DecodeData or DecodeDataAs.
 type Event struct {
 	ID        string          `json:"id"`
 	Object    string          `json:"object"`
@@ -25,7 +19,8 @@ type Event struct {
 	Type      Type            `json:"type"`
 	Data      json.RawMessage `json:"data"`
 
-	objectID string // cached by Parse; see ObjectID
+	objectID string // computed by Parse; see ObjectID
+	parsed   bool   // objectID is set
 }
 
 // Time returns CreatedAt as a time.Time (zero when CreatedAt is unset).

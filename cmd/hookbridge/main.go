@@ -5,6 +5,7 @@
 //	hookbridge send        sign and POST sample events (also a load generator)
 //	hookbridge verify      check a captured delivery offline
 //	hookbridge tail        print events as they arrive on the bus
+//	hookbridge probe       container healthcheck against the admin listener
 //	hookbridge version     print the version
 package main
 
@@ -57,6 +58,8 @@ func run(args []string, io stdio) int {
 		return runVerify(args, io)
 	case "tail":
 		return runTail(args, io)
+	case "probe":
+		return runProbe(args, io)
 	case "version":
 		fmt.Fprintln(io.out, "hookbridge", version)
 		return 0

@@ -1,7 +1,389 @@
 package main
 
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/schema"
+)
+
+const sendUsage = `Usage: hookbridge send [flags]
+
+Signs realistic sample events (schema/testdata/events) with the configured
+secret and POSTs them to the bridge, like OpenAI does. Each delivery gets a
+unique webhook-id and event id unless --duplicate is given. With --count,
+--concurrency and --rate it is also the load generator: it prints a progress
+line every second and a summary (status counts, req/s, latency percentiles).
+
+Defaults come from a running "hookbridge serve --dev" (HOOKBRIDGE_DATA_DIR/dev.json),
+else http://127.0.0.1:8080/webhooks/openai and HOOKBRIDGE_SECRETS / OPENAI_WEBHOOK_SECRET.
+
+Examples:
+  hookbridge send                                   one response.completed
+  hookbridge send --all                             one of every known type
+  hookbridge send --type batch.completed --count 3
+  hookbridge send --count 20000 --concurrency 64    load test
+  hookbridge send --count 5 --duplicate             one webhook-id, five times
+
+Flags:
+`
+
+type sendOptions struct {
+	url         string
+	secret      string
+	types       []schema.Type
+	count       int
+	concurrency int
+	rate        float64
+	duplicate   bool
+	timeout     time.Duration
+	quiet       bool
+}
+
 func runSend(args []string, io stdio) int {
-	_ = args
-	_, _ = io.err.Write([]byte("hookbridge send: not implemented yet\n"))
-	return 1
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	dev, haveDev := readDevState(io.getenv)
+	defURL := "http://127.0.0.1:8080/webhooks/openai"
+	if haveDev && dev.WebhookURL != "" {
+		defURL = dev.WebhookURL
+	}
+	var o sendOptions
+	typ := fs.String("type", string(schema.ResponseCompleted), "event type to send (any routable type; unknown types get a generic body)")
+	all := fs.Bool("all", false, "send every catalogue type (each --count times)")
+	fs.StringVar(&o.url, "url", defURL, "webhook URL of the bridge")
+	fs.StringVar(&o.secret, "secret", "", "signing secret (default: HOOKBRIDGE_SECRETS' first, OPENAI_WEBHOOK_SECRET, or the dev secret)")
+	fs.IntVar(&o.count, "count", 1, "deliveries to send (per type with --all)")
+	fs.IntVar(&o.concurrency, "concurrency", 1, "parallel connections")
+	fs.Float64Var(&o.rate, "rate", 0, "requests per second across all connections (0 = as fast as possible)")
+	fs.BoolVar(&o.duplicate, "duplicate", false, "reuse one webhook-id (and body) for every delivery of a type")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
+	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
+	fs.Usage = func() { fmt.Fprint(io.err, sendUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(io.err, "hookbridge send: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if o.count < 1 || o.concurrency < 1 || o.rate < 0 || o.timeout <= 0 {
+		fmt.Fprintln(io.err, "hookbridge send: --count and --concurrency must be ≥ 1, --rate ≥ 0, --timeout > 0")
+		return 2
+	}
+	if *all {
+		o.types = schema.Types()
+	} else {
+		t := schema.Type(*typ)
+		if !t.Routable() {
+			fmt.Fprintf(io.err, "hookbridge send: --type %q is not a routable event type (e.g. batch.completed)\n", *typ)
+			return 2
+		}
+		o.types = []schema.Type{t}
+	}
+	if o.secret == "" {
+		o.secret = defaultSecret(io.getenv, dev)
+	}
+	if o.secret == "" {
+		fmt.Fprintln(io.err, "hookbridge send: no secret: pass --secret, set HOOKBRIDGE_SECRETS, or start the bridge with `make run` (which creates a dev secret)")
+		return 2
+	}
+	key, err := signingKey(o.secret)
+	if err != nil {
+		fmt.Fprintf(io.err, "hookbridge send: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	sum := send(ctx, o, key, io.out, io.err)
+	sum.print(io.out)
+	if sum.ok != sum.sent || sum.sent == 0 {
+		return 1
+	}
+	return 0
+}
+
+func defaultSecret(getenv func(string) string, dev *devState) string {
+	list := getenv(envPrefix + "SECRETS")
+	if list == "" {
+		list = getenv("OPENAI_WEBHOOK_SECRET")
+	}
+	if list == "" && getenv(envPrefix+"SECRETS_FILE") != "" {
+		if b, err := os.ReadFile(getenv(envPrefix + "SECRETS_FILE")); err == nil {
+			list = string(b)
+		}
+	}
+	if list == "" && dev != nil && dev.SecretFile != "" {
+		if b, err := os.ReadFile(dev.SecretFile); err == nil {
+			list = string(b)
+		}
+	}
+	// The first secret signs: during a rotation it is the new one.
+	f := strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' })
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// signingKey returns the HMAC key for secret, validated by the same rules as
+// the bridge so that `send` fails fast on a secret the bridge would refuse.
+func signingKey(secret string) ([]byte, error) {
+	if _, err := ingest.ParseSecret(secret); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(secret, "whpk_") {
+		return nil, errors.New("a whpk_ public key cannot sign; use a whsec_ secret")
+	}
+	if b64, ok := strings.CutPrefix(secret, "whsec_"); ok {
+		return base64.StdEncoding.DecodeString(b64)
+	}
+	return []byte(secret), nil
+}
+
+// sign returns the webhook-signature header value for one delivery.
+func sign(key []byte, id, ts string, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id))
+	m.Write([]byte{'.'})
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// delivery is one prepared request: unique ids, body ready to sign.
+type delivery struct {
+	id   string
+	typ  schema.Type
+	body []byte
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// sampleBody returns the catalogue sample of t, or a generic event for types
+// this build does not know (they are still routed by the bridge).
+func sampleBody(t schema.Type) []byte {
+	if b, ok := schema.Sample(t); ok {
+		return b
+	}
+	b, _ := json.Marshal(map[string]any{
+		"id": "evt_" + randomHex(16), "object": "event", "created_at": time.Now().Unix(),
+		"type": t, "data": map[string]string{"id": "obj_" + randomHex(8)},
+	})
+	return b
+}
+
+// uniqueBody gives the sample a fresh event id, so every delivery is a
+// distinct event as well as a distinct webhook.
+func uniqueBody(sample []byte) []byte {
+	ev, err := schema.Parse(sample)
+	if err != nil || ev.ID == "" {
+		return sample
+	}
+	return bytes.Replace(sample, []byte(`"`+ev.ID+`"`), []byte(`"evt_`+randomHex(16)+`"`), 1)
+}
+
+type sendSummary struct {
+	sent, ok  int64
+	byStatus  map[string]int64 // "200 published", "503 unavailable", "error: …"
+	elapsed   time.Duration
+	latencies []time.Duration
+}
+
+func (s *sendSummary) print(w io.Writer) {
+	rate := 0.0
+	if s.elapsed > 0 {
+		rate = float64(s.sent) / s.elapsed.Seconds()
+	}
+	fmt.Fprintf(w, "sent %d in %s: %.0f req/s, %d 2xx, %d other\n", s.sent, s.elapsed.Round(time.Millisecond), rate, s.ok, s.sent-s.ok)
+	keys := make([]string, 0, len(s.byStatus))
+	for k := range s.byStatus {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-28s %d\n", k, s.byStatus[k])
+	}
+	if len(s.latencies) > 0 {
+		slices.Sort(s.latencies)
+		p := func(q float64) time.Duration {
+			i := int(q * float64(len(s.latencies)-1))
+			return s.latencies[i]
+		}
+		fmt.Fprintf(w, "  latency p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
+			fmtDur(p(.5)), fmtDur(p(.9)), fmtDur(p(.99)), fmtDur(p(.999)), fmtDur(s.latencies[len(s.latencies)-1]))
+	}
+}
+
+func fmtDur(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
+}
+
+// send runs the deliveries with o.concurrency workers, pacing to o.rate.
+func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *sendSummary {
+	total := o.count * len(o.types)
+	jobs := make(chan delivery, o.concurrency)
+	go func() {
+		defer close(jobs)
+		for _, t := range o.types {
+			sample := sampleBody(t)
+			dup := delivery{id: "wh_" + randomHex(16), typ: t, body: uniqueBody(sample)}
+			for i := 0; i < o.count; i++ {
+				d := dup
+				if !o.duplicate {
+					d = delivery{id: "wh_" + randomHex(16), typ: t, body: uniqueBody(sample)}
+				}
+				select {
+				case jobs <- d:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+
+	client := &http.Client{
+		Timeout: o.timeout,
+		Transport: &http.Transport{
+			MaxIdleConns:        o.concurrency,
+			MaxIdleConnsPerHost: o.concurrency,
+			MaxConnsPerHost:     o.concurrency,
+			IdleConnTimeout:     30 * time.Second,
+			DisableCompression:  true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	defer client.CloseIdleConnections()
+
+	var (
+		sent, ok atomic.Int64
+		mu       sync.Mutex
+		sum      = &sendSummary{byStatus: map[string]int64{}, latencies: make([]time.Duration, 0, total)}
+		wg       sync.WaitGroup
+		start    = time.Now()
+		slot     atomic.Int64 // paced send slots, for --rate
+	)
+	verbose := !o.quiet && total <= 50
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, total/o.concurrency+1)
+			counts := map[string]int64{}
+			for d := range jobs {
+				if o.rate > 0 {
+					at := start.Add(time.Duration(float64(slot.Add(1)-1) / o.rate * float64(time.Second)))
+					if wait := time.Until(at); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-ctx.Done():
+						}
+					}
+				}
+				t0 := time.Now()
+				status, code := post(ctx, client, o.url, key, d)
+				lat = append(lat, time.Since(t0))
+				counts[status]++
+				sent.Add(1)
+				if code >= 200 && code < 300 {
+					ok.Add(1)
+				}
+				if verbose {
+					fmt.Fprintf(out, "%-28s %-34s %s\n", status, d.typ, d.id)
+				}
+			}
+			mu.Lock()
+			sum.latencies = append(sum.latencies, lat...)
+			for k, v := range counts {
+				sum.byStatus[k] += v
+			}
+			mu.Unlock()
+		}()
+	}
+
+	done := make(chan struct{})
+	if !o.quiet && total > 50 {
+		go func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			var last int64
+			for {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+					n := sent.Load()
+					fmt.Fprintf(errw, "progress: %d/%d sent, %d 2xx, %d req/s\n", n, total, ok.Load(), n-last)
+					last = n
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	sum.elapsed = time.Since(start)
+	sum.sent, sum.ok = sent.Load(), ok.Load()
+	return sum
+}
+
+// post signs d with a fresh timestamp (as OpenAI does on every attempt) and
+// returns "<status> <code word>" and the HTTP status (0 on transport errors).
+func post(ctx context.Context, c *http.Client, url string, key []byte, d delivery) (string, int) {
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(d.body))
+	if err != nil {
+		return "error: bad request", 0
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "hookbridge-send/"+version)
+	req.Header.Set("webhook-id", d.id)
+	req.Header.Set("webhook-timestamp", ts)
+	req.Header.Set("webhook-signature", sign(key, d.id, ts, d.body))
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout") {
+			return "error: timeout", 0
+		}
+		return "error: connection", 0
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	_ = json.Unmarshal(b, &r)
+	word := r.Status + r.Error
+	if word == "" {
+		word = http.StatusText(resp.StatusCode)
+	}
+	return strconv.Itoa(resp.StatusCode) + " " + word, resp.StatusCode
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// readiness answers /readyz: not shutting down and every check passing. The
+// answer is cached for a second so that probes from many kubelets or load
+// balancers cannot hammer the broker.
+type readiness struct {
+	checks   map[string]checker
+	names    []string
+	shutting *atomic.Bool
+
+	mu      sync.Mutex
+	at      time.Time
+	results map[string]error
+}
+
+const readinessCacheFor = time.Second
+
+func newReadiness(checks map[string]checker, shutting *atomic.Bool) *readiness {
+	names := make([]string, 0, len(checks))
+	for n := range checks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return &readiness{checks: checks, names: names, shutting: shutting}
+}
+
+func (r *readiness) evaluate(ctx context.Context) map[string]error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.results != nil && time.Since(r.at) < readinessCacheFor {
+		return r.results
+	}
+	res := make(map[string]error, len(r.checks))
+	for _, n := range r.names {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		res[n] = r.checks[n].Check(cctx)
+		cancel()
+	}
+	r.results, r.at = res, time.Now()
+	return res
+}
+
+func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	var b strings.Builder
+	ok := true
+	if r.shutting.Load() {
+		ok = false
+		b.WriteString("[-]shutdown failed: shutting down\n")
+	} else {
+		b.WriteString("[+]shutdown ok\n")
+	}
+	res := r.evaluate(req.Context())
+	for _, n := range r.names {
+		if err := res[n]; err != nil {
+			ok = false
+			fmt.Fprintf(&b, "[-]%s failed: %v\n", n, err)
+		} else {
+			fmt.Fprintf(&b, "[+]%s ok\n", n)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	w.WriteHeader(status)
+	_, verbose := req.URL.Query()["verbose"]
+	if verbose || !ok {
+		_, _ = w.Write([]byte(b.String()))
+	}
+	if ok {
+		_, _ = w.Write([]byte("ok\n"))
+	}
+}
+
+func adminMux(ready http.Handler, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		// Liveness checks no dependency: a broker outage must not turn into
+		// a restart storm.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /healthz", health)
+	mux.Handle("GET /livez", health)
+	mux.Handle("GET /readyz", ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+// newStdLogger routes net/http's internal errors (TLS handshakes, bad
+// requests it rejects itself) into zerolog at debug level: they are
+// attacker-controlled and would otherwise flood stderr.
+func newStdLogger(l zerolog.Logger, component string) *log.Logger {
+	return log.New(zerologWriter{l.With().Str("component", component).Logger()}, "", 0)
+}
+
+type zerologWriter struct{ l zerolog.Logger }
+
+func (z zerologWriter) Write(p []byte) (int, error) {
+	z.l.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+// devState is what `serve --dev` tells `send` and `tail` through
+// <data dir>/dev.json, so that the quick start works verbatim even when it
+// had to move the embedded NATS server off a taken port.
+type devState struct {
+	WebhookURL string `json:"webhook_url"`
+	NATSURL    string `json:"nats_url"`
+	SecretFile string `json:"secret_file"`
+
+	dir   string
+	notes []string
+}
+
+const (
+	devSecretFile = "dev-secret"
+	devStateFile  = "dev.json"
+)
+
+func dataDir(environ map[string]string) string {
+	if d := environ[envPrefix+"DATA_DIR"]; d != "" {
+		return d
+	}
+	return "./data"
+}
+
+// prepareDev adjusts environ for local development: a generated secret when
+// none is configured, a free port instead of a taken default, console logs,
+// and no shutdown delay. It never overrides what the user set explicitly.
+func prepareDev(environ map[string]string, io stdio) (*devState, error) {
+	st := &devState{dir: dataDir(environ)}
+	if err := os.MkdirAll(st.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("HOOKBRIDGE_DATA_DIR: %w", err)
+	}
+	if environ[envPrefix+"SECRETS"] == "" && environ["OPENAI_WEBHOOK_SECRET"] == "" && environ[envPrefix+"SECRETS_FILE"] == "" {
+		path := filepath.Join(st.dir, devSecretFile)
+		secret, err := loadOrCreateDevSecret(path)
+		if err != nil {
+			return nil, err
+		}
+		environ[envPrefix+"SECRETS"] = secret
+		st.SecretFile = path
+		st.notes = append(st.notes, "using the development secret in "+path)
+	}
+	defaults := []struct{ name, def, fallback string }{
+		{"LISTEN_ADDR", ":8080", "127.0.0.1:0"},
+		{"ADMIN_ADDR", ":9090", "127.0.0.1:0"},
+		{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "127.0.0.1:0"},
+	}
+	broker := environ[envPrefix+"BROKER"]
+	for _, d := range defaults {
+		if environ[envPrefix+d.name] != "" || (d.name == "EMBEDDED_NATS_ADDR" && broker != "" && broker != "embedded") {
+			continue
+		}
+		if portFree(d.def) {
+			continue
+		}
+		environ[envPrefix+d.name] = d.fallback
+		st.notes = append(st.notes, fmt.Sprintf("%s is taken, so HOOKBRIDGE_%s uses a free port (see below)", d.def, d.name))
+	}
+	if environ[envPrefix+"LOG_FORMAT"] == "" {
+		environ[envPrefix+"LOG_FORMAT"] = "console"
+	}
+	if environ[envPrefix+"SHUTDOWN_DELAY"] == "" {
+		environ[envPrefix+"SHUTDOWN_DELAY"] = "0s"
+	}
+	return st, nil
+}
+
+func loadOrCreateDevSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+func portFree(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// announce writes dev.json and prints how to try the bridge.
+func (st *devState) announce(log zerolog.Logger) error {
+	for _, n := range st.notes {
+		log.Warn().Msg("dev: " + n)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	log.Info().Msgf("dev: webhooks at %s, workers connect to %s\n\n"+
+		"    try it:  make send          (or: go run ./cmd/hookbridge send --all)\n"+
+		"    watch:   make tail          (or: go run ./cmd/hookbridge tail)\n", st.WebhookURL, st.NATSURL)
+	return os.WriteFile(filepath.Join(st.dir, devStateFile), b, 0o600)
+}
+
+// readDevState returns what a running `serve --dev` announced, if anything.
+func readDevState(environ func(string) string) (*devState, bool) {
+	dir := environ(envPrefix + "DATA_DIR")
+	if dir == "" {
+		dir = "./data"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, devStateFile))
+	if err != nil {
+		return nil, false
+	}
+	var st devState
+	if json.Unmarshal(b, &st) != nil {
+		return nil, false
+	}
+	return &st, true
+}

@@ -1,0 +1,334 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hookbridge/hookbridge/schema"
+)
+
+// Outcome is the result of one webhook request. Its values are bounded and
+// double as the "status"/"error" code in the JSON response and as a metric
+// label.
+type Outcome string
+
+// Outcomes, one per row of the status table in the README (DESIGN §6).
+const (
+	OutcomePublished        Outcome = "published"
+	OutcomeDuplicate        Outcome = "duplicate"
+	OutcomeDeadLettered     Outcome = "deadlettered"
+	OutcomeBadRequest       Outcome = "bad_request"
+	OutcomeInvalidSignature Outcome = "invalid_signature"
+	OutcomeNotFound         Outcome = "not_found"
+	OutcomeMethodNotAllowed Outcome = "method_not_allowed"
+	OutcomeInFlight         Outcome = "in_flight"
+	OutcomeTooLarge         Outcome = "too_large"
+	OutcomeTimeout          Outcome = "timeout"
+	OutcomeUnavailable      Outcome = "unavailable"
+)
+
+// Observer receives what the handler saw, for metrics. Implementations must be
+// cheap and safe for concurrent use; they must not retain the delivery.
+type Observer interface {
+	// Request is called once per request with its outcome and duration.
+	Request(o Outcome, d time.Duration)
+	// SignatureFailure is called with the VerifyError reason of a rejected request.
+	SignatureFailure(reason string)
+	// SecretMatched is called with the position of the configured secret that
+	// verified a request, so operators can see when an old secret is unused.
+	SecretMatched(index int)
+	// Published is called after the broker acknowledged a delivery; ev is nil
+	// for dead letters.
+	Published(ev *schema.Event, d time.Duration)
+	// PublishFailed is called when the broker did not acknowledge in time.
+	PublishFailed(d time.Duration)
+	// Dedup is called with the result of a claim: "new", "in_flight", "done"
+	// or "error".
+	Dedup(result string)
+}
+
+// HandlerConfig configures NewHandler. Verifier and Publisher are required.
+type HandlerConfig struct {
+	Verifier  *Verifier
+	Publisher Publisher
+	// Deduper may be nil: then every verified delivery is published and only
+	// the broker's own duplicate detection (JetStream Nats-Msg-Id) remains.
+	Deduper Deduper
+	// Path is the only path served (default "/webhooks/openai").
+	Path string
+	// MaxBodyBytes bounds the body (default 1 MiB); larger requests get 413
+	// without the body being read whole.
+	MaxBodyBytes int64
+	// PublishTimeout bounds dedup claim + publish per request (default 5s).
+	PublishTimeout time.Duration
+	// RetryAfter is sent with 503 responses (default 5s; 409 always says 1s,
+	// since an in-flight claim resolves within one publish).
+	RetryAfter time.Duration
+	Log        zerolog.Logger
+	Observer   Observer // optional
+}
+
+// Handler is the webhook endpoint: read (bounded) → verify → parse → claim →
+// publish → complete, answering 2xx only once the broker has acknowledged.
+type Handler struct {
+	cfg        HandlerConfig
+	log        zerolog.Logger
+	warnLog    zerolog.Logger // sampled: rejected requests are attacker-controlled
+	obs        Observer
+	retryAfter string
+}
+
+// NewHandler checks cfg, fills in defaults and returns the handler.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Verifier == nil {
+		return nil, errors.New("ingest: handler needs a Verifier")
+	}
+	if cfg.Publisher == nil {
+		return nil, errors.New("ingest: handler needs a Publisher")
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/webhooks/openai"
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 5 * time.Second
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5 * time.Second
+	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	log := cfg.Log.With().Str("component", "ingest").Logger()
+	return &Handler{
+		cfg:        cfg,
+		log:        log,
+		warnLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
+		obs:        obs,
+		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second)),
+	}, nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	o := h.serve(w, r)
+	h.obs.Request(o, time.Since(start))
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
+	if r.URL.Path != h.cfg.Path {
+		return h.reply(w, http.StatusNotFound, OutcomeNotFound, "no webhook endpoint at this path")
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return h.reply(w, http.StatusMethodNotAllowed, OutcomeMethodNotAllowed, "only POST is accepted")
+	}
+
+	body, o, msg := h.readBody(w, r)
+	if o != "" {
+		h.warnLog.Warn().Str("outcome", string(o)).Str("remote", r.RemoteAddr).Msg(msg)
+		status := http.StatusBadRequest
+		switch o {
+		case OutcomeTooLarge:
+			status = http.StatusRequestEntityTooLarge
+		case OutcomeTimeout:
+			status = http.StatusRequestTimeout
+		}
+		return h.reply(w, status, o, msg)
+	}
+
+	secret, err := h.cfg.Verifier.VerifyIndex(body, r.Header)
+	if err != nil {
+		return h.rejectSignature(w, r, err)
+	}
+	h.obs.SecretMatched(secret)
+
+	d := &schema.Delivery{
+		WebhookID:   r.Header.Get("webhook-id"),
+		Timestamp:   r.Header.Get("webhook-timestamp"),
+		Signature:   r.Header.Get("webhook-signature"),
+		Body:        body,
+		TraceParent: r.Header.Get("traceparent"),
+		TraceState:  r.Header.Get("tracestate"),
+	}
+	d.Event, err = schema.Parse(body)
+	if err != nil {
+		d.Event = nil
+		var pe *schema.ParseError
+		if errors.As(err, &pe) {
+			d.DeadLetterReason = pe.Reason
+		} else {
+			d.DeadLetterReason = schema.ReasonNotJSON
+		}
+	}
+	return h.deliver(w, r, d)
+}
+
+// readBody reads the whole body, bounded by MaxBodyBytes. On failure it
+// returns the outcome and a message for the sender.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Outcome, string) {
+	limit := h.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		// Refuse before reading a byte; net/http closes the connection rather
+		// than draining a huge body.
+		return nil, OutcomeTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
+	}
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	var (
+		body []byte
+		err  error
+	)
+	if r.ContentLength >= 0 {
+		// Known length: one exact allocation, then make sure nothing follows.
+		body = make([]byte, r.ContentLength)
+		if _, err = io.ReadFull(rd, body); err == nil {
+			var one [1]byte
+			if n, _ := rd.Read(one[:]); n > 0 {
+				err = errors.New("body longer than Content-Length")
+			}
+		}
+	} else {
+		body, err = io.ReadAll(rd)
+	}
+	if err == nil {
+		return body, "", ""
+	}
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, OutcomeTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", limit)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return nil, OutcomeTimeout, "request body not received in time"
+	}
+	return nil, OutcomeBadRequest, "could not read the request body"
+}
+
+func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, err error) Outcome {
+	var ve *VerifyError
+	if !errors.As(err, &ve) {
+		// Not a verification verdict: a bug, never the sender's fault. Answer
+		// retryably so that nothing is lost while it is fixed.
+		h.log.Error().Err(err).Msg("verifier failed")
+		return h.unavailable(w, "verification failed unexpectedly")
+	}
+	h.obs.SignatureFailure(ve.Reason)
+	h.warnLog.Warn().Str("reason", ve.Reason).Str("remote", r.RemoteAddr).Msg("webhook rejected")
+	switch ve {
+	case ErrMissingSignature, ErrMissingTimestamp, ErrMissingID, ErrBadTimestamp:
+		return h.reply(w, http.StatusBadRequest, OutcomeBadRequest, ve.Message)
+	}
+	return h.reply(w, http.StatusUnauthorized, OutcomeInvalidSignature, ve.Message)
+}
+
+// deliver runs claim → publish → complete for a verified delivery.
+func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Delivery) Outcome {
+	// The publish must not be cut short because the sender hung up: a publish
+	// that lands after the sender gave up is harmless (its retry is answered
+	// "duplicate"), while one abandoned half-way costs a retry for nothing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.PublishTimeout)
+	defer cancel()
+	log := h.log.With().Str("webhook_id", d.WebhookID).Logger()
+
+	if dd := h.cfg.Deduper; dd != nil {
+		st, err := dd.Claim(ctx, d.WebhookID)
+		if err != nil {
+			h.obs.Dedup("error")
+			log.Error().Err(err).Msg("dedup claim failed")
+			return h.unavailable(w, "dedup store unavailable")
+		}
+		h.obs.Dedup(st.String())
+		switch st {
+		case ClaimDone:
+			log.Debug().Msg("duplicate delivery")
+			return h.reply(w, http.StatusOK, OutcomeDuplicate, "already published")
+		case ClaimInFlight:
+			w.Header().Set("Retry-After", "1")
+			return h.reply(w, http.StatusConflict, OutcomeInFlight, "a delivery with this webhook-id is being published")
+		}
+	}
+
+	start := time.Now()
+	if err := h.cfg.Publisher.Publish(ctx, d); err != nil {
+		h.obs.PublishFailed(time.Since(start))
+		log.Error().Err(err).Msg("publish failed")
+		if dd := h.cfg.Deduper; dd != nil {
+			// Detached and short: the request's budget may be spent, and a
+			// claim left behind would only expire after its lease.
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			if err := dd.Release(rctx, d.WebhookID); err != nil {
+				log.Warn().Err(err).Msg("dedup release failed; the claim expires with its lease")
+			}
+			rcancel()
+		}
+		return h.unavailable(w, "broker did not acknowledge the event")
+	}
+	h.obs.Published(d.Event, time.Since(start))
+	if dd := h.cfg.Deduper; dd != nil {
+		if err := dd.Complete(ctx, d.WebhookID); err != nil {
+			// The event is on the bus, so the answer is still 2xx. A retry of
+			// this id would be published again, and JetStream's Nats-Msg-Id
+			// window drops it.
+			log.Warn().Err(err).Msg("dedup complete failed")
+		}
+	}
+	if d.Event == nil {
+		log.Warn().Str("reason", d.DeadLetterReason).Msg("verified body dead-lettered")
+		return h.reply(w, http.StatusOK, OutcomeDeadLettered, "verified but not routable ("+d.DeadLetterReason+"); kept on the dead-letter subject")
+	}
+	log.Debug().Str("event_type", string(d.Event.Type)).Str("event_id", d.Event.ID).Msg("published")
+	return h.reply(w, http.StatusOK, OutcomePublished, "")
+}
+
+func (h *Handler) unavailable(w http.ResponseWriter, msg string) Outcome {
+	w.Header().Set("Retry-After", h.retryAfter)
+	return h.reply(w, http.StatusServiceUnavailable, OutcomeUnavailable, msg)
+}
+
+// reply writes {"status": o} for 2xx and {"error": o, "message": msg} otherwise.
+// Messages are fixed texts or built from numbers and bounded reasons, never
+// from request data, so no secret, signature or body can leak through them.
+func (h *Handler) reply(w http.ResponseWriter, status int, o Outcome, msg string) Outcome {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	key := "error"
+	if status < 300 {
+		key = "status"
+	}
+	b := make([]byte, 0, 64+len(msg))
+	b = append(b, `{"`...)
+	b = append(b, key...)
+	b = append(b, `":"`...)
+	b = append(b, o...)
+	if msg != "" {
+		b = append(b, `","message":`...)
+		b = strconv.AppendQuote(b, msg)
+		b = append(b, "}\n"...)
+	} else {
+		b = append(b, "\"}\n"...)
+	}
+	_, _ = w.Write(b)
+	return o
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Request(Outcome, time.Duration)         {}
+func (nopObserver) SignatureFailure(string)                {}
+func (nopObserver) SecretMatched(int)                      {}
+func (nopObserver) Published(*schema.Event, time.Duration) {}
+func (nopObserver) PublishFailed(time.Duration)            {}
+func (nopObserver) Dedup(string)                           {}

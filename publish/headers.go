@@ -1,0 +1,129 @@
+package publish
+
+import (
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/hookbridge/hookbridge/schema"
+)
+
+// Header names on the bus. Keys are lower-case because nats.go's Header.Get is
+// case-sensitive and Kafka header keys are raw strings.
+const (
+	HeaderWebhookID        = "webhook-id"
+	HeaderWebhookTimestamp = "webhook-timestamp"
+	HeaderWebhookSignature = "webhook-signature"
+	HeaderContentType      = "content-type"
+	HeaderReason           = "hookbridge-reason" // why a message was dead-lettered
+	HeaderTraceParent      = "traceparent"
+	HeaderTraceState       = "tracestate"
+
+	// DeadLetterToken is the last subject/topic token for verified bodies
+	// that cannot be routed by type.
+	DeadLetterToken = "deadletter"
+
+	// DefaultSource is the CloudEvents source attribute unless configured.
+	DefaultSource = "https://api.openai.com"
+
+	contentTypeJSON = "application/json"
+)
+
+// HeaderOptions controls the metadata attached to each message.
+type HeaderOptions struct {
+	// Source is the CloudEvents "source" attribute (default DefaultSource).
+	Source string
+	// OmitSignature drops the webhook-signature header (workers then cannot
+	// re-verify). webhook-id and webhook-timestamp are always forwarded.
+	OmitSignature bool
+}
+
+// Destination is the subject or topic a delivery is published to:
+// <prefix>.<type>, or <prefix>.deadletter when it has no routable type.
+func Destination(prefix string, d *schema.Delivery) string {
+	if d.Event == nil {
+		return prefix + "." + DeadLetterToken
+	}
+	return prefix + "." + string(d.Event.Type)
+}
+
+// visitHeaders calls set for every header of d in a fixed order. ce is the
+// CloudEvents attribute prefix of the transport: "ce-" for NATS, "ce_" for
+// Kafka. Dead letters carry no CloudEvents attributes except the webhook id:
+// their body is not an event, so claiming ce-type or ce-id would be a lie.
+func visitHeaders(d *schema.Delivery, o HeaderOptions, ce string, set func(k, v string)) {
+	set(HeaderContentType, contentTypeJSON)
+	set(HeaderWebhookID, d.WebhookID)
+	set(HeaderWebhookTimestamp, d.Timestamp)
+	if !o.OmitSignature && d.Signature != "" {
+		set(HeaderWebhookSignature, d.Signature)
+	}
+	if d.TraceParent != "" {
+		set(HeaderTraceParent, d.TraceParent)
+		if d.TraceState != "" {
+			set(HeaderTraceState, d.TraceState)
+		}
+	}
+	set(ce+"webhookid", d.WebhookID)
+	if d.Event == nil {
+		set(HeaderReason, d.DeadLetterReason)
+		return
+	}
+	ev := d.Event
+	source := o.Source
+	if source == "" {
+		source = DefaultSource
+	}
+	id := ev.ID
+	if id == "" {
+		id = d.WebhookID // ce-id is required; the delivery id is the next best identity
+	}
+	set(ce+"specversion", "1.0")
+	set(ce+"id", id)
+	set(ce+"source", source)
+	set(ce+"type", string(ev.Type))
+	if ev.CreatedAt != 0 {
+		set(ce+"time", time.Unix(ev.CreatedAt, 0).UTC().Format(time.RFC3339))
+	}
+	if sub := ev.ObjectID(); sub != "" {
+		set(ce+"subject", sub)
+	}
+	if ce == "ce-" {
+		// The NATS binding maps datacontenttype to ce-datacontenttype; the Kafka
+		// binding maps it to the plain content-type header set above.
+		set(ce+"datacontenttype", contentTypeJSON)
+	}
+}
+
+// natsHeader builds the NATS message headers for d, including Nats-Msg-Id,
+// which makes JetStream drop a republish of the same webhook-id inside the
+// stream's duplicate window.
+func natsHeader(d *schema.Delivery, o HeaderOptions) nats.Header {
+	h := make(nats.Header, 16)
+	h[nats.MsgIdHdr] = []string{d.WebhookID}
+	visitHeaders(d, o, "ce-", func(k, v string) { h[k] = []string{sanitize(v)} })
+	return h
+}
+
+// kafkaHeaders builds the Kafka record headers for d (CloudEvents Kafka
+// binding: ce_ prefix, datacontenttype as content-type).
+func kafkaHeaders(d *schema.Delivery, o HeaderOptions) []kafka.Header {
+	hs := make([]kafka.Header, 0, 14)
+	visitHeaders(d, o, "ce_", func(k, v string) {
+		hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
+	})
+	return hs
+}
+
+// sanitize keeps a header value on one line: NATS headers are a text
+// protocol, and a CR or LF in a value forwarded from the request would
+// corrupt the message. net/http already rejects such values, so this only
+// matters for deliveries built by other callers.
+func sanitize(v string) string {
+	if strings.ContainsAny(v, "\r\n") {
+		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	return v
+}
