@@ -15,8 +15,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )
+
+// splitList splits a comma- or space-separated list, dropping empty items.
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
+}
 
 const tailUsage = `Usage: hookbridge tail [flags]
 
@@ -28,7 +34,9 @@ rest: --type batch.completed, --type 'batch.*', --type 'agent.>'.
 Repeat --type for several filters (NATS servers ≥ 2.10).
 
 Defaults come from a running "hookbridge serve --dev" (HOOKBRIDGE_DATA_DIR/dev.json),
-else HOOKBRIDGE_NATS_URL, else nats://127.0.0.1:4222.
+else HOOKBRIDGE_NATS_URL, else nats://127.0.0.1:4222. With --kafka (default
+HOOKBRIDGE_KAFKA_BROKERS) it reads the matching <prefix>.* topics instead,
+with the HOOKBRIDGE_KAFKA_TLS*/SASL* settings.
 
 Flags:
 `
@@ -57,6 +65,9 @@ func runTail(args []string, io stdio) int {
 	all := fs.Bool("all", false, "start from the first stored event instead of new ones")
 	asJSON := fs.Bool("json", false, "print each raw body (one JSON document per line)")
 	count := fs.Int("count", 0, "exit after this many events (0 = follow until interrupted)")
+	kafkaBrokers := fs.String("kafka", strings.Join(splitList(io.getenv(envPrefix+"KAFKA_BROKERS")), ","), "read from these Kafka brokers instead of NATS (host:port,…)")
+	kafkaTopic := fs.String("topic", io.getenv(envPrefix+"KAFKA_TOPIC"), "Kafka single-topic mode: read this topic")
+	group := fs.String("group", "", "Kafka consumer group (default: an ephemeral group that commits nothing)")
 	wait := fs.Duration("wait", 0, "with --count: give up (exit 1) after this long")
 	fs.Usage = func() { fmt.Fprint(io.err, tailUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -89,7 +100,23 @@ func runTail(args []string, io stdio) int {
 		ctx, cancel = context.WithTimeout(ctx, *wait)
 		defer cancel()
 	}
-	n, err := tailNATS(ctx, *natsURL, *stream, filters, *all, *asJSON, *count, io.out)
+	var n int
+	var err error
+	if *kafkaBrokers != "" {
+		kcfg := publish.KafkaConfig{
+			Brokers: splitList(*kafkaBrokers), Prefix: *prefix, Topic: *kafkaTopic,
+			ClientID: "hookbridge-tail",
+			TLS: publish.KafkaTLS{
+				Enabled: io.getenv(envPrefix+"KAFKA_TLS") == "true", CAFile: io.getenv(envPrefix + "KAFKA_TLS_CA_FILE"),
+				CertFile: io.getenv(envPrefix + "KAFKA_TLS_CERT_FILE"), KeyFile: io.getenv(envPrefix + "KAFKA_TLS_KEY_FILE"),
+			},
+			SASL: publish.KafkaSASL{Mechanism: io.getenv(envPrefix + "KAFKA_SASL_MECHANISM"),
+				Username: io.getenv(envPrefix + "KAFKA_SASL_USERNAME"), Password: io.getenv(envPrefix + "KAFKA_SASL_PASSWORD")},
+		}
+		n, err = tailKafka(ctx, kcfg, filters, *group, *all, *asJSON, *count, io.out)
+	} else {
+		n, err = tailNATS(ctx, *natsURL, *stream, filters, *all, *asJSON, *count, io.out)
+	}
 	if err != nil {
 		fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
 		return 1
