@@ -95,16 +95,25 @@ func dedupCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// kvDedupUnderTest lets the contract advance the store's lease clock.
+type kvDedupUnderTest struct {
+	*KVDeduper
+	*dedupFakeClock
+}
+
 func TestKVDeduperContract(t *testing.T) {
 	for name, url := range dedupNATSTargets(t) {
 		t.Run(name, func(t *testing.T) {
 			_, js := dedupJetStream(t, url)
 			testDeduperContract(t, func(t *testing.T, lease, ttl time.Duration) Deduper {
-				d, err := NewKVDeduper(dedupCtx(t), js, KVOptions{Bucket: dedupTestBucket(t, js), TTL: ttl, Lease: lease})
+				// Leases are judged by the replica's clock, so a fake one makes
+				// takeover deterministic; the TTL stays the server's business.
+				clock := newDedupFakeClock()
+				d, err := NewKVDeduper(dedupCtx(t), js, KVOptions{Bucket: dedupTestBucket(t, js), TTL: ttl, Lease: lease, Now: clock.Now})
 				if err != nil {
 					t.Fatal(err)
 				}
-				return d
+				return kvDedupUnderTest{d, clock}
 			})
 		})
 	}

@@ -317,11 +317,14 @@ func TestNATS_BrokerOutage(t *testing.T) {
 			t.Fatalf("503 took %s, beyond the publish budget", took)
 		}
 	}
-	if resp, err := http.Get(b.AdminURL + "/readyz"); err != nil || resp.StatusCode != 503 {
-		t.Errorf("readyz during outage: %v %v, want 503", resp, err)
+	if !waitStatus(b.AdminURL+"/readyz", 503, 10*time.Second) {
+		t.Errorf("readyz did not turn 503 during the outage")
 	}
 
 	p.start()
+	if !waitStatus(b.AdminURL+"/readyz", 200, 20*time.Second) {
+		t.Errorf("readyz did not recover after the broker came back")
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, d := range append(during, before) {
 		if r, _ := sendUntilAcked(b.URL, d, deadline); r.Status != 200 {
@@ -389,6 +392,22 @@ func TestEmbedded_ServeTailRestart(t *testing.T) {
 	if r := post(b.URL, delivery{ID: ids[0], Body: mustSample(t, schema.BatchCompleted)}, nil); r.Code != "duplicate" {
 		t.Errorf("retry after restart: %d %q, want duplicate", r.Status, r.Code)
 	}
+}
+
+// waitStatus polls url until it answers status, bounded by within. Readiness
+// is cached for about a second, so a flip is never instant.
+func waitStatus(url string, status int, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == status {
+				return true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 func mustSample(t testing.TB, typ schema.Type) []byte {

@@ -99,7 +99,7 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 	sl := &serverLog{log: log}
 	srv.SetLoggerV2(sl, log.GetLevel() <= zerolog.DebugLevel, log.GetLevel() <= zerolog.TraceLevel, false)
 	srv.Start()
-	if !srv.ReadyForConnections(embeddedStartTimeout) {
+	if !waitReady(srv, sl) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 		if ferr := sl.fatal(); ferr != nil {
@@ -132,6 +132,22 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 	log.Info().Str("url", e.url).Str("store_dir", cfg.DataDir).Bool("sync_always", cfg.SyncAlways).
 		Msg("embedded NATS started")
 	return e, nil
+}
+
+// waitReady waits up to embeddedStartTimeout for the server to accept
+// clients, giving up early on a fatal error: the server logs those (e.g. a
+// port taken after our probe) and would otherwise leave us waiting.
+func waitReady(srv *server.Server, sl *serverLog) bool {
+	const step = 100 * time.Millisecond
+	for range int(embeddedStartTimeout / step) {
+		if srv.ReadyForConnections(step) {
+			return true
+		}
+		if sl.fatal() != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // probeListen turns "address in use" into a message an operator can act on.

@@ -439,8 +439,14 @@ func testNATSServerRestart(t *testing.T, async bool) {
 	env.emb.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := n.Publish(ctx, delivery(t, "wh_r2", batchBody)); !errors.Is(err, ErrUnavailable) {
+	err := n.Publish(ctx, delivery(t, "wh_r2", batchBody))
+	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Publish with the server down = %v, want ErrUnavailable", err)
+	}
+	if async && errors.Is(err, context.DeadlineExceeded) {
+		// Sync PublishMsg may wait out the ctx if the client has not yet
+		// noticed the disconnect; the async path must fail on the disconnect.
+		t.Errorf("async Publish waited for its deadline: %v", err)
 	}
 	if err := n.Check(ctx); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Check with the server down = %v, want ErrUnavailable", err)

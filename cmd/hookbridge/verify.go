@@ -31,9 +31,10 @@ body is not a routable event is still valid (exit 0): the bridge would accept
 and dead-letter it, and the line says so. Secrets and signatures are never
 printed.
 
-Secrets: --secret, else HOOKBRIDGE_SECRETS, else OPENAI_WEBHOOK_SECRET, else
-the contents of HOOKBRIDGE_SECRETS_FILE. Each may hold several secrets
-separated by spaces or commas; secret=#<n> says which one matched.
+Secrets: --secret, else what "hookbridge serve" would use: HOOKBRIDGE_SECRETS
+(or OPENAI_WEBHOOK_SECRET) plus the contents of HOOKBRIDGE_SECRETS_FILE. Each
+may hold several secrets separated by spaces or commas; secret=#<n> says which
+one matched.
 
 The body is read as raw bytes: nothing is added or trimmed, so save it exactly
 as received (a trailing newline added by an editor makes it invalid). A
@@ -62,7 +63,7 @@ func runVerify(args []string, io stdio) int {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(io.err)
 	var secrets, headers verifyList
-	fs.Var(&secrets, "secret", "signing `secret` (whsec_…, raw, or whpk_…); repeatable, each may be a space/comma list\n(default: HOOKBRIDGE_SECRETS, OPENAI_WEBHOOK_SECRET, contents of HOOKBRIDGE_SECRETS_FILE)")
+	fs.Var(&secrets, "secret", "signing `secret` (whsec_…, raw, or whpk_…); repeatable, each may be a space/comma list\n(default: HOOKBRIDGE_SECRETS or OPENAI_WEBHOOK_SECRET, plus HOOKBRIDGE_SECRETS_FILE)")
 	fs.Var(&headers, "H", "request header as `'name: value'` (repeatable; names are case-insensitive, the first of a name wins)")
 	bodyFile := fs.String("body-file", "", "`file` holding the raw request body (default: stdin; - is stdin)")
 	nowText := fs.String("now", "", "check as of this `unix` time in seconds (default: the clock)")
@@ -165,9 +166,13 @@ func verifySecretList(flags []string, getenv func(string) string) (list, source 
 	if len(flags) > 0 {
 		return strings.Join(flags, " "), "--secret", nil
 	}
+	// The same sources, combined the same way, as `hookbridge serve`: the
+	// variable (or OpenAI's) plus the file, so verify checks what serve would.
+	var parts, sources []string
 	for _, name := range []string{"HOOKBRIDGE_SECRETS", "OPENAI_WEBHOOK_SECRET"} {
 		if s := getenv(name); strings.TrimSpace(s) != "" {
-			return s, name, nil
+			parts, sources = append(parts, s), append(sources, name)
+			break
 		}
 	}
 	if path := getenv("HOOKBRIDGE_SECRETS_FILE"); path != "" {
@@ -175,7 +180,10 @@ func verifySecretList(flags []string, getenv func(string) string) (list, source 
 		if err != nil {
 			return "", "", fmt.Errorf("HOOKBRIDGE_SECRETS_FILE: %w", err)
 		}
-		return string(b), "HOOKBRIDGE_SECRETS_FILE", nil
+		parts, sources = append(parts, string(b)), append(sources, "HOOKBRIDGE_SECRETS_FILE")
+	}
+	if len(parts) > 0 {
+		return strings.Join(parts, " "), strings.Join(sources, "+"), nil
 	}
 	return "", "", errors.New("no secret: give --secret, or set HOOKBRIDGE_SECRETS, OPENAI_WEBHOOK_SECRET or HOOKBRIDGE_SECRETS_FILE")
 }
