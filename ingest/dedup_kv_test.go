@@ -73,12 +73,19 @@ func dedupJetStream(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) 
 	return nc, js
 }
 
-// dedupTestBucket returns a bucket name no other run uses, deleted after t.
-func dedupTestBucket(t *testing.T, js jetstream.JetStream) string {
+// dedupTestBucket returns a bucket name no other run uses. On a shared
+// server it is deleted after t. The in-process server's buckets go with its
+// directory instead: nats-server removes an emptied streams directory
+// asynchronously after a delete, which races with the next subtest's bucket
+// creation ("could not create storage directory").
+func dedupTestBucket(t *testing.T, js jetstream.JetStream, shared bool) string {
 	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)
 	bucket := "HOOKBRIDGE_DEDUP_TEST_" + strings.ToUpper(hex.EncodeToString(b))
+	if !shared {
+		return bucket
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -109,7 +116,7 @@ func TestKVDeduperContract(t *testing.T) {
 				// Leases are judged by the replica's clock, so a fake one makes
 				// takeover deterministic; the TTL stays the server's business.
 				clock := newDedupFakeClock()
-				d, err := NewKVDeduper(dedupCtx(t), js, KVOptions{Bucket: dedupTestBucket(t, js), TTL: ttl, Lease: lease, Now: clock.Now})
+				d, err := NewKVDeduper(dedupCtx(t), js, KVOptions{Bucket: dedupTestBucket(t, js, name == "external"), TTL: ttl, Lease: lease, Now: clock.Now})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -124,7 +131,7 @@ func TestKVDeduperBucket(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, js := dedupJetStream(t, url)
 			ctx := dedupCtx(t)
-			bucket := dedupTestBucket(t, js)
+			bucket := dedupTestBucket(t, js, name == "external")
 
 			d, err := NewKVDeduper(ctx, js, KVOptions{Bucket: bucket, TTL: time.Hour})
 			if err != nil {
