@@ -147,7 +147,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		Duplicates: cfg.NATSDuplicates,
 		MaxAge:     cfg.NATSMaxAge,
 		Replicas:   cfg.NATSReplicas,
-		MaxMsgSize: int32(min(cfg.MaxBodyBytes+64<<10, 1<<30)),
+		MaxMsgSize: int32(min(cfg.MaxBodyBytes, 1<<30)),
 		Headers:    headers,
 	}
 	var nps *publish.NATS
@@ -157,6 +157,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 			Addr:       cfg.EmbeddedAddr,
 			DataDir:    cfg.DataDir,
 			SyncAlways: cfg.EmbeddedSync == "always",
+			MaxPayload: int32(max(publish.DefaultEmbeddedMaxPayload, min(cfg.MaxBodyBytes+64<<10, 1<<30))),
 		}, log)
 		if err != nil {
 			return fail(err)
