@@ -24,7 +24,7 @@ const envPrefix = "HOOKBRIDGE_"
 // `hookbridge serve --help`.
 type config struct {
 	Secrets     string `env:"SECRETS,unset" help:"signing secrets (whsec_…), separated by spaces or commas; falls back to OPENAI_WEBHOOK_SECRET"`
-	SecretsFile string `env:"SECRETS_FILE" help:"file holding the secrets (e.g. a Kubernetes Secret mount)"`
+	SecretsFile string `env:"SECRETS_FILE" help:"file holding the secrets (e.g. a Kubernetes Secret mount); re-read when it changes and on SIGHUP"`
 
 	ListenAddr     string        `env:"LISTEN_ADDR" envDefault:":8080" help:"public listener (webhooks only)"`
 	Path           string        `env:"PATH" envDefault:"/webhooks/openai" help:"webhook path"`
@@ -35,6 +35,12 @@ type config struct {
 	ReadTimeout    time.Duration `env:"READ_TIMEOUT" envDefault:"10s" help:"time to receive a whole request (slow clients get cut off)"`
 	ShutdownDelay  time.Duration `env:"SHUTDOWN_DELAY" envDefault:"5s" help:"after SIGTERM, keep serving with /readyz failing for this long so load balancers stop routing"`
 	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"20s" help:"upper bound for draining requests and closing publishers after the delay"`
+	ReloadInterval time.Duration `env:"RELOAD_INTERVAL" envDefault:"1s" help:"how often HOOKBRIDGE_SECRETS_FILE and the TLS files are checked for changes (0 = only on SIGHUP)"`
+
+	TLSCertFile string  `env:"TLS_CERT_FILE" help:"PEM certificate (chain) for TLS on the public listener; with HOOKBRIDGE_TLS_KEY_FILE; reloaded on change"`
+	TLSKeyFile  string  `env:"TLS_KEY_FILE" help:"PEM private key for HOOKBRIDGE_TLS_CERT_FILE"`
+	RateLimit   float64 `env:"RATE_LIMIT" envDefault:"0" help:"requests per second allowed per source IP before verification (0 = off); excess gets 429"`
+	RateBurst   int     `env:"RATE_BURST" envDefault:"0" help:"burst per source IP for HOOKBRIDGE_RATE_LIMIT (0 = twice the rate, at least 1)"`
 
 	Broker       string `env:"BROKER" envDefault:"embedded" help:"embedded, nats or kafka"`
 	TopicPrefix  string `env:"TOPIC_PREFIX" envDefault:"openai" help:"subject/topic prefix: <prefix>.<type>"`
@@ -146,6 +152,25 @@ func (c *config) validate(environ map[string]string) error {
 	if c.ShutdownDelay < 0 || c.ShutdownGrace <= 0 {
 		bad("SHUTDOWN_GRACE", "delay must be ≥ 0 and grace positive")
 	}
+	if c.ReloadInterval < 0 {
+		bad("RELOAD_INTERVAL", "must be ≥ 0")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLS_CERT_FILE", "HOOKBRIDGE_TLS_CERT_FILE and HOOKBRIDGE_TLS_KEY_FILE must be set together")
+	} else if c.TLSCertFile != "" {
+		if _, err := loadKeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			bad("TLS_CERT_FILE", "%v", err)
+		}
+	}
+	if c.RateLimit < 0 {
+		bad("RATE_LIMIT", "%v must be ≥ 0 (0 = off)", c.RateLimit)
+	}
+	if c.RateBurst < 0 {
+		bad("RATE_BURST", "%d must be ≥ 0", c.RateBurst)
+	}
+	if c.RateLimit > 0 && c.RateBurst == 0 {
+		c.RateBurst = max(1, int(2*c.RateLimit))
+	}
 	if !schema.Type(c.TopicPrefix).Routable() {
 		bad("TOPIC_PREFIX", "%q must be dot-separated tokens of a-z, 0-9 and _", c.TopicPrefix)
 	}
@@ -226,16 +251,27 @@ func (c *config) validate(environ map[string]string) error {
 // loadSecrets gathers secrets from HOOKBRIDGE_SECRETS, else
 // OPENAI_WEBHOOK_SECRET (the SDKs' variable), plus HOOKBRIDGE_SECRETS_FILE.
 func (c *config) loadSecrets(environ map[string]string) ([]ingest.Secret, error) {
-	list := c.Secrets
-	if list == "" {
-		list = environ["OPENAI_WEBHOOK_SECRET"]
-	}
+	var file []byte
 	if c.SecretsFile != "" {
 		b, err := os.ReadFile(c.SecretsFile)
 		if err != nil {
 			return nil, fmt.Errorf("HOOKBRIDGE_SECRETS_FILE: %w", err)
 		}
-		list += " " + string(b)
+		file = b
+	}
+	return c.secretsWith(environ, file)
+}
+
+// secretsWith parses the environment's secrets followed by those in file (the
+// content of HOOKBRIDGE_SECRETS_FILE, already read). The order is the
+// position reported by hookbridge_signature_secret_matches_total.
+func (c *config) secretsWith(environ map[string]string, file []byte) ([]ingest.Secret, error) {
+	list := c.Secrets
+	if list == "" {
+		list = environ["OPENAI_WEBHOOK_SECRET"]
+	}
+	if len(file) > 0 {
+		list += " " + string(file)
 	}
 	if strings.TrimSpace(list) == "" {
 		return nil, nil

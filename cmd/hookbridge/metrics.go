@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,32 @@ import (
 	"github.com/hookbridge/hookbridge/ingest"
 	"github.com/hookbridge/hookbridge/schema"
 )
+
+// outcomeRateLimited is the outcome of a request refused by the per-source
+// rate limit (ratelimit.go), before it reaches the ingest handler.
+const outcomeRateLimited ingest.Outcome = "rate_limited"
+
+// Label values known at construction. Their children are resolved once, so the
+// hot path does a map lookup instead of WithLabelValues (which hashes the
+// label values and takes a lock on every call); they also exist at 0 from the
+// start, so rate() and absent-series alerts work before the first request.
+var (
+	knownOutcomes = []ingest.Outcome{
+		ingest.OutcomePublished, ingest.OutcomeDuplicate, ingest.OutcomeDeadLettered,
+		ingest.OutcomeBadRequest, ingest.OutcomeInvalidSignature, ingest.OutcomeNotFound,
+		ingest.OutcomeMethodNotAllowed, ingest.OutcomeInFlight, ingest.OutcomeTooLarge,
+		ingest.OutcomeTimeout, ingest.OutcomeUnavailable, outcomeRateLimited,
+	}
+	knownReasons = []*ingest.VerifyError{
+		ingest.ErrMissingSignature, ingest.ErrMissingTimestamp, ingest.ErrMissingID,
+		ingest.ErrBadTimestamp, ingest.ErrTooOld, ingest.ErrTooNew, ingest.ErrNoMatch,
+	}
+	knownDedupResults = []string{"new", "in_flight", "done", "error"}
+)
+
+// maxSecretLabel bounds the secret-position label: positions from here on are
+// counted as "other".
+const maxSecretLabel = 16
 
 // metrics implements ingest.Observer with Prometheus collectors on a private
 // registry. Every label value is bounded: outcomes, reasons, catalogue types
@@ -27,13 +54,38 @@ type metrics struct {
 	publishErrors *prometheus.CounterVec
 	dedup         *prometheus.CounterVec
 
+	secretReloadErrors prometheus.Counter
+	secretsLoaded      prometheus.Gauge
+	tlsReloadErrors    prometheus.Counter
+	tlsNotAfter        prometheus.Gauge
+
 	broker string
+
+	// Pre-resolved children (read-only after newMetrics).
+	byOutcome   map[ingest.Outcome]outcomeObs
+	byReason    map[string]prometheus.Counter
+	byType      map[schema.Type]prometheus.Counter
+	otherType   prometheus.Counter
+	deadLetter  prometheus.Counter
+	byDedup     map[string]prometheus.Counter
+	publishOK   prometheus.Observer
+	publishErr  prometheus.Observer
+	publishErrN prometheus.Counter
+	// Secret positions are resolved on first use, so that only positions that
+	// ever matched are exported.
+	bySecret [maxSecretLabel + 1]atomic.Pointer[prometheus.Counter]
 }
 
-func newMetrics(version string) *metrics {
+type outcomeObs struct {
+	n prometheus.Counter
+	d prometheus.Observer
+}
+
+func newMetrics(version, broker string) *metrics {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		registry: reg,
+		broker:   broker,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_webhook_requests_total",
 			Help: "Webhook requests by outcome (published, duplicate, deadlettered, bad_request, invalid_signature, …).",
@@ -68,6 +120,22 @@ func newMetrics(version string) *metrics {
 			Name: "hookbridge_dedup_claims_total",
 			Help: "Dedup claims by result (new, in_flight, done, error).",
 		}, []string{"result"}),
+		secretReloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookbridge_secret_reload_errors_total",
+			Help: "Secret reloads (file change or SIGHUP) rejected; the previous secrets stay in use.",
+		}),
+		secretsLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hookbridge_secrets_loaded",
+			Help: "Number of signing secrets in use.",
+		}),
+		tlsReloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookbridge_tls_reload_errors_total",
+			Help: "TLS certificate reloads rejected; the previous certificate stays in use.",
+		}),
+		tlsNotAfter: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hookbridge_tls_cert_not_after_seconds",
+			Help: "Expiry (Unix time) of the certificate served on the public listener; absent without TLS.",
+		}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "hookbridge_build_info",
@@ -75,18 +143,40 @@ func newMetrics(version string) *metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.sigFailures, m.secretMatches, m.events,
-		m.publishDur, m.publishErrors, m.dedup, build,
+		m.publishDur, m.publishErrors, m.dedup, m.secretReloadErrors, m.secretsLoaded, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.byOutcome = make(map[ingest.Outcome]outcomeObs, len(knownOutcomes))
+	for _, o := range knownOutcomes {
+		m.byOutcome[o] = outcomeObs{m.requests.WithLabelValues(string(o)), m.duration.WithLabelValues(string(o))}
+	}
+	m.byReason = make(map[string]prometheus.Counter, len(knownReasons))
+	for _, r := range knownReasons {
+		m.byReason[r.Reason] = m.sigFailures.WithLabelValues(r.Reason)
+	}
+	types := schema.Types()
+	m.byType = make(map[schema.Type]prometheus.Counter, len(types))
+	for _, t := range types {
+		m.byType[t] = m.events.WithLabelValues(string(t))
+	}
+	m.otherType = m.events.WithLabelValues("other")
+	m.deadLetter = m.events.WithLabelValues("deadletter")
+	m.byDedup = make(map[string]prometheus.Counter, len(knownDedupResults))
+	for _, r := range knownDedupResults {
+		m.byDedup[r] = m.dedup.WithLabelValues(r)
+	}
+	m.publishOK = m.publishDur.WithLabelValues(broker, "ok")
+	m.publishErr = m.publishDur.WithLabelValues(broker, "error")
+	m.publishErrN = m.publishErrors.WithLabelValues(broker)
 	return m
 }
 
 // brokerUp registers a gauge that asks the publisher at scrape time.
-func (m *metrics) brokerUp(broker string, c checker) {
-	m.broker = broker
+func (m *metrics) brokerUp(c checker) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "hookbridge_broker_up",
 		Help:        "1 when the broker connection and stream/topics are ready, else 0.",
-		ConstLabels: prometheus.Labels{"broker": broker},
+		ConstLabels: prometheus.Labels{"broker": m.broker},
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -97,36 +187,66 @@ func (m *metrics) brokerUp(broker string, c checker) {
 	}))
 }
 
-func (m *metrics) Request(o ingest.Outcome, d time.Duration) {
-	m.requests.WithLabelValues(string(o)).Inc()
-	m.duration.WithLabelValues(string(o)).Observe(d.Seconds())
+// enableTLS registers the TLS metrics; without TLS they are absent.
+func (m *metrics) enableTLS() {
+	m.registry.MustRegister(m.tlsReloadErrors, m.tlsNotAfter)
 }
 
-func (m *metrics) SignatureFailure(reason string) { m.sigFailures.WithLabelValues(reason).Inc() }
+func (m *metrics) Request(o ingest.Outcome, d time.Duration) {
+	obs, ok := m.byOutcome[o]
+	if !ok {
+		obs = outcomeObs{m.requests.WithLabelValues(string(o)), m.duration.WithLabelValues(string(o))}
+	}
+	obs.n.Inc()
+	obs.d.Observe(d.Seconds())
+}
+
+func (m *metrics) SignatureFailure(reason string) {
+	if c, ok := m.byReason[reason]; ok {
+		c.Inc()
+		return
+	}
+	m.sigFailures.WithLabelValues(reason).Inc()
+}
 
 func (m *metrics) SecretMatched(i int) {
+	if i < 0 || i >= maxSecretLabel {
+		i = maxSecretLabel
+	}
+	if c := m.bySecret[i].Load(); c != nil {
+		(*c).Inc()
+		return
+	}
 	label := "other"
-	if i >= 0 && i < 16 {
+	if i < maxSecretLabel {
 		label = strconv.Itoa(i)
 	}
-	m.secretMatches.WithLabelValues(label).Inc()
+	c := m.secretMatches.WithLabelValues(label)
+	m.bySecret[i].Store(&c)
+	c.Inc()
 }
 
 func (m *metrics) Published(ev *schema.Event, d time.Duration) {
-	t := "deadletter"
+	c := m.deadLetter
 	if ev != nil {
-		t = "other"
-		if ev.Type.Known() {
-			t = string(ev.Type)
+		c = m.otherType
+		if k, ok := m.byType[ev.Type]; ok {
+			c = k
 		}
 	}
-	m.events.WithLabelValues(t).Inc()
-	m.publishDur.WithLabelValues(m.broker, "ok").Observe(d.Seconds())
+	c.Inc()
+	m.publishOK.Observe(d.Seconds())
 }
 
 func (m *metrics) PublishFailed(d time.Duration) {
-	m.publishErrors.WithLabelValues(m.broker).Inc()
-	m.publishDur.WithLabelValues(m.broker, "error").Observe(d.Seconds())
+	m.publishErrN.Inc()
+	m.publishErr.Observe(d.Seconds())
 }
 
-func (m *metrics) Dedup(result string) { m.dedup.WithLabelValues(result).Inc() }
+func (m *metrics) Dedup(result string) {
+	if c, ok := m.byDedup[result]; ok {
+		c.Inc()
+		return
+	}
+	m.dedup.WithLabelValues(result).Inc()
+}
