@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 IMAGE     ?= hookbridge
 
 .DEFAULT_GOAL := help
-.PHONY: help run build test test-short bench fuzz lint fmt tidy send tail docker up down clean
+.PHONY: help run build test test-short bench bench-e2e fuzz lint fmt tidy send tail docker up down clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,12 +24,16 @@ build: ## build bin/hookbridge (static)
 test: ## everything: vet, unit, fuzz seeds, integration against real brokers (race detector on)
 	$(GO) vet $(PKG)
 	$(GO) test -race -count=1 -timeout 12m $(PKG)
+	cd deploy && $(GO) test -count=1 ./...
 
 test-short: ## unit tests only (no broker processes)
 	$(GO) test -short -count=1 $(PKG)
 
 bench: ## micro-benchmarks (verifier, parser, headers, handler, dedup, publish)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCHCOUNT) $(PKG)
+
+bench-e2e: ## end-to-end: hookbridge (dedup nats/memory/off) vs a minimal baseline on nats-server and kfake; medians
+	$(GO) run ./integration/benche2e -duration 10s -runs 3 -conns 64
 
 fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyDifferential$$' -fuzztime=$(FUZZTIME) ./ingest

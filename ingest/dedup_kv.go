@@ -35,6 +35,12 @@ type KVDeduper struct {
 	kv    jetstream.KeyValue
 	lease time.Duration
 	now   func() time.Time
+
+	// js and putPre serve CompleteAsync: putPre is the subject prefix of a
+	// Put ("$KV.<bucket>."), empty when the bucket is a mirror, whose writes
+	// go elsewhere; CompleteAsync then falls back to Complete.
+	js     jetstream.JetStream
+	putPre string
 }
 
 // NewKVDeduper opens the bucket, creating it (file storage, history 1, max
@@ -84,7 +90,13 @@ func NewKVDeduper(ctx context.Context, js jetstream.JetStream, opts KVOptions) (
 			"set HOOKBRIDGE_DEDUP_TTL=%v, or delete the bucket (nats kv rm %s) to recreate it with the new TTL",
 			ErrDedupTTLMismatch, bucket, st.TTL(), ttl, st.TTL(), bucket)
 	}
-	return &KVDeduper{kv: kv, lease: lease, now: now}, nil
+	d := &KVDeduper{kv: kv, lease: lease, now: now, js: js}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		if si := bs.StreamInfo(); si != nil && si.Config.Mirror == nil {
+			d.putPre = "$KV." + bucket + "."
+		}
+	}
+	return d, nil
 }
 
 // kvClaimAttempts bounds Claim's retries when the key vanishes between the
@@ -147,6 +159,33 @@ func (d *KVDeduper) Complete(ctx context.Context, id string) error {
 		return errEmptyID
 	}
 	if _, err := d.kv.Put(ctx, kvDedupKey(id), []byte(dedupValueDone)); err != nil {
+		return fmt.Errorf("ingest: dedup complete: %w", err)
+	}
+	return nil
+}
+
+// kvDoneValue is the stored "done"; publishers never modify the payload.
+var kvDoneValue = []byte(dedupValueDone)
+
+// CompleteAsync is Complete without waiting for the server's ack: it
+// publishes the "done" value to the key's subject (what KeyValue.Put does)
+// on the shared connection and returns. The handler uses it after the broker
+// acknowledged the event, which saves a JetStream round trip per request.
+// The claim (Create) stays synchronous and atomic. Messages on one
+// connection are stored in order, so a later Claim through the same
+// connection sees "done"; if the write is lost, the claim's lease expires
+// and a retry is published again, which the stream's Nats-Msg-Id window drops
+// (DESIGN §5). Errors are those of sending, not of storing.
+func (d *KVDeduper) CompleteAsync(id string) error {
+	if id == "" {
+		return errEmptyID
+	}
+	if d.putPre == "" || d.js == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return d.Complete(ctx, id)
+	}
+	if _, err := d.js.PublishAsync(d.putPre+kvDedupKey(id), kvDoneValue); err != nil {
 		return fmt.Errorf("ingest: dedup complete: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -84,7 +85,16 @@ type Handler struct {
 	warnLog    zerolog.Logger // sampled: rejected requests are attacker-controlled
 	obs        Observer
 	retryAfter string
+	draining   atomic.Bool
 }
+
+// Drain makes every later response carry "Connection: close". Call it when
+// shutdown begins, before the shutdown delay: each keep-alive connection is
+// then closed by the server right after its next response, instead of being
+// closed while idle when the server stops, which races with a request the
+// client is sending on it at that moment (the client sees EOF or a reset for
+// a request that had already left).
+func (h *Handler) Drain() { h.draining.Store(true) }
 
 // NewHandler checks cfg, fills in defaults and returns the handler.
 func NewHandler(cfg HandlerConfig) (*Handler, error) {
@@ -155,12 +165,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 	h.obs.SecretMatched(secret)
 
 	d := &schema.Delivery{
-		WebhookID:   r.Header.Get("webhook-id"),
-		Timestamp:   r.Header.Get("webhook-timestamp"),
-		Signature:   r.Header.Get("webhook-signature"),
+		// Canonical keys: Get canonicalizes any other spelling into a new
+		// string, an allocation per header per request.
+		WebhookID:   r.Header.Get("Webhook-Id"),
+		Timestamp:   r.Header.Get("Webhook-Timestamp"),
+		Signature:   r.Header.Get("Webhook-Signature"),
 		Body:        body,
-		TraceParent: r.Header.Get("traceparent"),
-		TraceState:  r.Header.Get("tracestate"),
+		TraceParent: r.Header.Get("Traceparent"),
+		TraceState:  r.Header.Get("Tracestate"),
 	}
 	d.Event, err = schema.Parse(body)
 	if err != nil {
@@ -184,17 +196,24 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Outc
 		// than draining a huge body.
 		return nil, OutcomeTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
 	}
-	rd := http.MaxBytesReader(w, r.Body, limit)
 	var (
 		body []byte
 		err  error
+		rd   = r.Body
 	)
+	if r.ContentLength < 0 {
+		// Unknown length (chunked): the limit is enforced while reading. A
+		// known length is already bounded above, and net/http's body reader
+		// stops at it, so it needs no wrapper (one allocation less).
+		rd = http.MaxBytesReader(w, r.Body, limit)
+	}
 	if r.ContentLength >= 0 {
 		// Known length: one exact allocation, then make sure nothing follows.
-		body = make([]byte, r.ContentLength)
+		// One byte of spare capacity receives the probe for trailing data
+		// (a local array would escape through the io.Reader: an allocation).
+		body = make([]byte, r.ContentLength, r.ContentLength+1)
 		if _, err = io.ReadFull(rd, body); err == nil {
-			var one [1]byte
-			if n, _ := rd.Read(one[:]); n > 0 {
+			if n, _ := rd.Read(body[len(body):cap(body)]); n > 0 {
 				err = errors.New("body longer than Content-Length")
 			}
 		}
@@ -239,7 +258,9 @@ func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Deli
 	// "duplicate"), while one abandoned half-way costs a retry for nothing.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.PublishTimeout)
 	defer cancel()
-	log := h.log.With().Str("webhook_id", d.WebhookID).Logger()
+	// Not h.log.With()…Logger(): that copies the logger's context for every
+	// request, logged or not.
+	log := idLog{&h.log, d.WebhookID}
 
 	if dd := h.cfg.Deduper; dd != nil {
 		st, err := dd.Claim(ctx, d.WebhookID)
@@ -276,7 +297,13 @@ func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Deli
 	}
 	h.obs.Published(d.Event, time.Since(start))
 	if dd := h.cfg.Deduper; dd != nil {
-		if err := dd.Complete(ctx, d.WebhookID); err != nil {
+		var err error
+		if ac, ok := dd.(asyncCompleter); ok {
+			err = ac.CompleteAsync(d.WebhookID)
+		} else {
+			err = dd.Complete(ctx, d.WebhookID)
+		}
+		if err != nil {
 			// The event is on the bus, so the answer is still 2xx. A retry of
 			// this id would be published again, and JetStream's Nats-Msg-Id
 			// window drops it.
@@ -301,9 +328,20 @@ func (h *Handler) unavailable(w http.ResponseWriter, msg string) Outcome {
 // from request data, so no secret, signature or body can leak through them.
 func (h *Handler) reply(w http.ResponseWriter, status int, o Outcome, msg string) Outcome {
 	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
+	// Shared, never-modified value slices: Header.Set would allocate one
+	// per header per request.
+	hdr["Content-Type"] = hdrJSON
+	if h.draining.Load() {
+		hdr.Set("Connection", "close")
+	}
+	hdr["Cache-Control"] = hdrNoStore
 	w.WriteHeader(status)
+	if msg == "" && status < 300 {
+		if b := okBodies[o]; b != nil {
+			_, _ = w.Write(b)
+			return o
+		}
+	}
 	key := "error"
 	if status < 300 {
 		key = "status"
@@ -323,6 +361,35 @@ func (h *Handler) reply(w http.ResponseWriter, status int, o Outcome, msg string
 	_, _ = w.Write(b)
 	return o
 }
+
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+	// okBodies are the 2xx answers without a message, rendered once.
+	okBodies = map[Outcome][]byte{
+		OutcomePublished: []byte(`{"status":"published"}` + "\n"),
+		OutcomeDuplicate: []byte(`{"status":"duplicate"}` + "\n"),
+	}
+)
+
+// asyncCompleter is a Deduper whose Complete need not be waited for (the KV
+// store: see KVDeduper.CompleteAsync). Completion may be asynchronous
+// because the event is already acknowledged and JetStream's Nats-Msg-Id
+// window is the second line of defence if it is lost; the claim never is.
+type asyncCompleter interface {
+	CompleteAsync(webhookID string) error
+}
+
+// idLog adds the webhook id to the events of one request's log lines, and
+// costs nothing for lines that are not logged.
+type idLog struct {
+	l  *zerolog.Logger
+	id string
+}
+
+func (x idLog) Error() *zerolog.Event { return x.l.Error().Str("webhook_id", x.id) }
+func (x idLog) Warn() *zerolog.Event  { return x.l.Warn().Str("webhook_id", x.id) }
+func (x idLog) Debug() *zerolog.Event { return x.l.Debug().Str("webhook_id", x.id) }
 
 type nopObserver struct{}
 

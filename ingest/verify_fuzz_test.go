@@ -72,15 +72,14 @@ func fuzzSecret(mode uint8, b []byte) string {
 
 // delivery is the three header values and how they are placed in the map.
 type delivery struct {
-	id, ts, sig     string
-	noID, noTS      bool
-	noSig           bool
-	lowerKeys       bool   // raw non-canonical map keys: invisible to Get
-	firstSigValue   string // if set, an earlier webhook-signature value
-	body            []byte
-	now             int64
-	tolerance       time.Duration
-	canonicalHeader bool
+	id, ts, sig   string
+	noID, noTS    bool
+	noSig         bool
+	lowerKeys     bool   // raw non-canonical map keys: invisible to Get
+	firstSigValue string // if set, an earlier webhook-signature value
+	body          []byte
+	now           int64
+	tolerance     time.Duration
 }
 
 func (d *delivery) header() http.Header {

@@ -100,16 +100,6 @@ type senderReport struct {
 	CutOff         []string
 }
 
-func (r senderReport) ackedIDs() map[string]*idRecord {
-	m := make(map[string]*idRecord, r.Acked)
-	for _, rec := range r.Records {
-		if rec.Acked {
-			m[rec.ID] = rec
-		}
-	}
-	return m
-}
-
 func (r senderReport) answersString() string {
 	keys := make([]string, 0, len(r.Answers))
 	for k := range r.Answers {
@@ -229,9 +219,7 @@ func (s *sender) retry(rec *idRecord, url func(k int) string) {
 			rec.Acked, rec.AckCode = true, ans
 			s.acked.Add(1)
 		}
-		done := rec.Acked
 		s.mu.Unlock()
-		_ = done
 		// With fanout each URL keeps going until it has its own 2xx, as
 		// if each replica had its own sender.
 		if ok {
@@ -264,7 +252,11 @@ func (s *sender) attemptOnce(url string, rec *idRecord) (string, bool) {
 	req.Header.Set("webhook-timestamp", ts)
 	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
 	var wrote atomic.Bool
+	var connInfo atomic.Value
 	req = req.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			connInfo.Store(fmt.Sprintf("reused=%v idle=%s", i.Reused, i.IdleTime.Round(time.Millisecond)))
+		},
 		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
 	}))
 	resp, err := s.client.Do(req)
@@ -274,7 +266,7 @@ func (s *sender) attemptOnce(url string, rec *idRecord) (string, bool) {
 		ans = "error: " + classifyErr(err)
 		if wrote.Load() && ans != "error: timeout" {
 			s.mu.Lock()
-			s.cutOff = append(s.cutOff, fmt.Sprintf("%s after %s: %v", rec.ID, time.Since(s.start).Round(time.Millisecond), err))
+			s.cutOff = append(s.cutOff, fmt.Sprintf("%s after %s (%v): %v", rec.ID, time.Since(s.start).Round(time.Millisecond), connInfo.Load(), err))
 			s.mu.Unlock()
 		}
 	} else {
@@ -334,6 +326,12 @@ func (s *sender) stopNew() { s.stopped.Store(true) }
 // ones and reports.
 func (s *sender) finish() senderReport {
 	s.stopNew()
+	return s.wait()
+}
+
+// wait waits until all Count ids are sent and acknowledged (or the horizon
+// passes) and reports.
+func (s *sender) wait() senderReport {
 	s.wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -389,7 +387,7 @@ func TestSender(t *testing.T) {
 		}
 	}))
 	s := startSender(t, senderOpts{URLs: []string{srv}, Count: 50, Concurrency: 8, Horizon: 20 * time.Second})
-	rep := s.finish()
+	rep := s.wait()
 	if rep.Sent != 50 || rep.Acked != 50 {
 		t.Fatalf("sent %d, acked %d; want 50/50 (%s)", rep.Sent, rep.Acked, rep.answersString())
 	}

@@ -66,7 +66,8 @@ func visitHeaders(d *schema.Delivery, o HeaderOptions, ce string, set func(k, v 
 			set(HeaderTraceState, d.TraceState)
 		}
 	}
-	set(ce+"webhookid", d.WebhookID)
+	k := ceKeysFor(ce)
+	set(k.webhookID, d.WebhookID)
 	if d.Event == nil {
 		set(HeaderReason, d.DeadLetterReason)
 		return
@@ -80,32 +81,73 @@ func visitHeaders(d *schema.Delivery, o HeaderOptions, ce string, set func(k, v 
 	if id == "" {
 		id = d.WebhookID // ce-id is required; the delivery id is the next best identity
 	}
-	set(ce+"specversion", "1.0")
-	set(ce+"id", id)
-	set(ce+"source", source)
-	set(ce+"type", string(ev.Type))
+	set(k.specversion, "1.0")
+	set(k.id, id)
+	set(k.source, source)
+	set(k.typ, string(ev.Type))
 	if ev.CreatedAt != 0 {
-		set(ce+"time", time.Unix(ev.CreatedAt, 0).UTC().Format(time.RFC3339))
+		set(k.time, time.Unix(ev.CreatedAt, 0).UTC().Format(time.RFC3339))
 	}
 	if sub := ev.ObjectID(); sub != "" {
-		set(ce+"subject", sub)
+		set(k.subject, sub)
 	}
 	if ce == "ce-" {
 		// The NATS binding maps datacontenttype to ce-datacontenttype; the Kafka
 		// binding maps it to the plain content-type header set above.
-		set(ce+"datacontenttype", contentTypeJSON)
+		set(k.datacontenttype, contentTypeJSON)
 	}
+}
+
+// ceKeys are the CloudEvents header names of one transport, concatenated
+// once rather than on every message.
+type ceKeys struct {
+	webhookID, specversion, id, source, typ, time, subject, datacontenttype string
+}
+
+func newCEKeys(ce string) *ceKeys {
+	return &ceKeys{
+		webhookID: ce + "webhookid", specversion: ce + "specversion", id: ce + "id",
+		source: ce + "source", typ: ce + "type", time: ce + "time", subject: ce + "subject",
+		datacontenttype: ce + "datacontenttype",
+	}
+}
+
+var ceKeysNATS, ceKeysKafka = newCEKeys("ce-"), newCEKeys("ce_")
+
+func ceKeysFor(ce string) *ceKeys {
+	switch ce {
+	case "ce-":
+		return ceKeysNATS
+	case "ce_":
+		return ceKeysKafka
+	}
+	return newCEKeys(ce)
 }
 
 // natsHeader builds the NATS message headers for d, including Nats-Msg-Id,
 // which makes JetStream drop a republish of the same webhook-id inside the
 // stream's duplicate window.
 func natsHeader(d *schema.Delivery, o HeaderOptions) nats.Header {
-	h := make(nats.Header, 16)
-	h[nats.MsgIdHdr] = []string{d.WebhookID}
-	visitHeaders(d, o, "ce-", func(k, v string) { h[k] = []string{sanitize(v)} })
+	// Sized for every header visitHeaders can set, Nats-Msg-Id and the
+	// Nats-Expected-Stream the publisher adds, so the map never grows. The
+	// one-element value slices share one backing array (capped, so an append
+	// to one cannot overwrite the next): two allocations instead of one per
+	// header.
+	h := make(nats.Header, natsHeaderCap)
+	vals := make([]string, 0, natsHeaderCap)
+	put := func(k, v string) {
+		vals = append(vals, v)
+		n := len(vals)
+		h[k] = vals[n-1 : n : n]
+	}
+	put(nats.MsgIdHdr, sanitize(d.WebhookID))
+	visitHeaders(d, o, "ce-", func(k, v string) { put(k, sanitize(v)) })
 	return h
 }
+
+// natsHeaderCap bounds the headers of one NATS message: Nats-Msg-Id, the
+// 15 visitHeaders sets at most, Nats-Expected-Stream.
+const natsHeaderCap = 17
 
 // kafkaHeaders builds the Kafka record headers for d (CloudEvents Kafka
 // binding: ce_ prefix, datacontenttype as content-type).

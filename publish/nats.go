@@ -16,10 +16,6 @@ import (
 	"github.com/hookbridge/hookbridge/schema"
 )
 
-// ErrUnavailable marks a publish that did not get a broker ack: broker down or
-// unreachable, ack timeout, no stream, ctx done, publisher closed. Callers
-// answer 503 so that the sender retries.
-var ErrUnavailable = errors.New("publish: broker unavailable")
 
 // NATS defaults.
 const (
@@ -138,6 +134,9 @@ type NATS struct {
 	closed   bool
 	inflight sync.WaitGroup
 
+	// expectStream is jetstream.WithExpectStream(cfg.Stream), built once.
+	expectStream jetstream.PublishOpt
+
 	checkEvery time.Duration
 	checkMu    sync.Mutex
 	checkAt    time.Time
@@ -163,7 +162,8 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig, log zerolog.Log
 	if err != nil {
 		return nil, fmt.Errorf("publish: jetstream: %w", err)
 	}
-	n := &NATS{nc: nc, js: js, cfg: cfg, log: log, checkEvery: natsCheckEvery}
+	n := &NATS{nc: nc, js: js, cfg: cfg, log: log, checkEvery: natsCheckEvery,
+		expectStream: jetstream.WithExpectStream(cfg.Stream)}
 	if err := n.provision(ctx); err != nil {
 		return nil, err
 	}
@@ -305,7 +305,8 @@ func (n *NATS) Publish(ctx context.Context, d *schema.Delivery) error {
 // publishAsync sends msg and waits for its own ack future. Abandoned acks
 // (ctx done) are dropped after natsAckTimeout.
 func (n *NATS) publishAsync(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(n.cfg.Stream)}
+	var buf [2]jetstream.PublishOpt
+	opts := append(buf[:0], n.expectStream)
 	if dl, ok := ctx.Deadline(); ok {
 		// When natsMaxPending acks are outstanding the call stalls; let it
 		// wait as long as the caller would, not the library's 200ms.

@@ -123,7 +123,8 @@ func Parse(body []byte) (*Event, error) {
 		return nil, &ParseError{Reason: ReasonUnroutableType}
 	}
 
-	ev := &Event{ID: stringValue(id), Type: t, Data: bytes.Clone(data), parsed: true}
+	ev := &Event{Type: t, Data: bytes.Clone(data), parsed: true}
+	ev.ID, ev.objectID = twoStrings(id, objectIDValue(data))
 	if string(object) == `"event"` {
 		ev.Object = "event" // what OpenAI always sends: no need to allocate
 	} else {
@@ -134,8 +135,32 @@ func Parse(body []byte) (*Event, error) {
 	if n, err := strconv.ParseInt(string(created), 10, 64); err == nil {
 		ev.CreatedAt = n
 	}
-	ev.objectID = objectIDOf(ev.Data)
 	return ev, nil
+}
+
+// twoStrings returns stringValue(a) and stringValue(b) in one allocation
+// when both are plain (what OpenAI sends), two otherwise.
+func twoStrings(a, b []byte) (string, string) {
+	pa, pb := plainInside(a), plainInside(b)
+	if pa == nil || pb == nil {
+		return stringValue(a), stringValue(b)
+	}
+	var buf [128]byte
+	s := string(append(append(buf[:0], pa...), pb...))
+	return s[:len(pa)], s[len(pa):]
+}
+
+// plainInside returns the inside of the JSON string v when it needs no
+// decoding, an empty non-nil slice when v is not a string (stringValue
+// gives ""), and nil when it must be decoded.
+func plainInside(v []byte) []byte {
+	if len(v) < 2 || v[0] != '"' {
+		return v[:0:0]
+	}
+	if s := v[1 : len(v)-1]; isPlain(s) {
+		return s
+	}
+	return nil
 }
 
 var errTypeNotString = errors.New(`"type" is not a JSON string`)
@@ -162,6 +187,11 @@ func (e *Event) ObjectID() string {
 }
 
 func objectIDOf(data []byte) string {
+	return stringValue(objectIDValue(data))
+}
+
+// objectIDValue is the raw JSON value ObjectID decodes, or nil.
+func objectIDValue(data []byte) []byte {
 	var id, callID, sessionID []byte
 	ok := eachMember(data, func(name, value []byte) {
 		switch string(name) {
@@ -174,14 +204,14 @@ func objectIDOf(data []byte) string {
 		}
 	})
 	if !ok {
-		return ""
+		return nil
 	}
 	for _, v := range [...][]byte{id, callID, sessionID} {
-		if s := stringValue(v); s != "" {
-			return s
+		if s := plainInside(v); len(s) > 0 || (s == nil && stringValue(v) != "") {
+			return v
 		}
 	}
-	return ""
+	return nil
 }
 
 // eachMember calls fn with the name (unquoted) and raw value of each

@@ -61,6 +61,9 @@ func (l *rateLimiter) allow(key string) (bool, time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if now.Sub(l.swept) >= max(l.fullAfter(), time.Minute) {
+		l.sweep(now)
+	}
 	b, ok := l.sources[key]
 	if !ok {
 		if len(l.sources) >= l.max {
@@ -86,20 +89,25 @@ func (l *rateLimiter) allow(key string) (bool, time.Duration) {
 // refill period, so a full table of active sources does not rescan on every
 // new address), then, if still full, one arbitrary entry.
 func (l *rateLimiter) evict(now time.Time) {
-	idle := l.fullAfter()
-	if now.Sub(l.swept) >= idle {
-		l.swept = now
-		for k, b := range l.sources {
-			if now.Sub(b.last) >= idle {
-				delete(l.sources, k)
-			}
-		}
+	if now.Sub(l.swept) >= l.fullAfter() {
+		l.sweep(now)
 	}
 	for k := range l.sources {
 		if len(l.sources) < l.max {
 			break
 		}
 		delete(l.sources, k)
+	}
+}
+
+// sweep drops every bucket that has refilled while idle.
+func (l *rateLimiter) sweep(now time.Time) {
+	l.swept = now
+	idle := l.fullAfter()
+	for k, b := range l.sources {
+		if now.Sub(b.last) >= idle {
+			delete(l.sources, k)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -47,10 +48,66 @@ type checker interface {
 	Check(ctx context.Context) error
 }
 
-// step is one named, bounded stage of the shutdown, run in order.
+// step is one named, bounded stage of the shutdown. Steps run by ascending
+// stage whatever the order they were acquired in: the publisher is flushed
+// before the dedup store and the connection under both are closed, and the
+// admin listener goes last so that /metrics stays scrapeable during the drain.
 type step struct {
-	name string
-	fn   func(ctx context.Context) error
+	stage int
+	name  string
+	fn    func(ctx context.Context) error
+}
+
+const (
+	stageHTTP = iota
+	stagePublisher
+	stageDedup
+	stageConn
+	stageEmbedded
+	stageAdmin
+)
+
+// stepFloor is the least time a step gets once the shutdown budget is spent,
+// so that the quick closes after an overrunning step still happen.
+const stepFloor = 100 * time.Millisecond
+
+// runSteps runs steps in stage order within one deadline: each step gets what
+// is left of it (at least stepFloor), and a step that does not return in time
+// is abandoned (its goroutine ends with the process) so the next one runs.
+func runSteps(deadline time.Time, steps []step, log zerolog.Logger) error {
+	slices.SortStableFunc(steps, func(a, b step) int { return a.stage - b.stage })
+	var errs []error
+	for _, s := range steps {
+		start := time.Now()
+		ctx, cancel := context.WithDeadline(context.Background(), later(deadline, start.Add(stepFloor)))
+		done := make(chan error, 1)
+		go func() { done <- s.fn(ctx) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			select {
+			case err = <-done: // finished at the same moment
+			default:
+				err = fmt.Errorf("did not finish within HOOKBRIDGE_SHUTDOWN_GRACE: %w", ctx.Err())
+			}
+		}
+		cancel()
+		ev := log.Info()
+		if err != nil {
+			ev = log.Warn().Err(err)
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+		}
+		ev.Str("step", s.name).Dur("duration_ms", time.Since(start)).Msg("shutdown step done")
+	}
+	return errors.Join(errs...)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func runServe(args []string, io stdio) int {
@@ -107,33 +164,15 @@ func newLogger(cfg *config, io stdio) zerolog.Logger {
 // serve runs until ctx is cancelled (SIGTERM/SIGINT), then shuts down in order.
 func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) error {
 	log.Info().Str("version", version).Interface("config", cfg.redacted()).Msg("starting")
-	metrics := newMetrics(version)
+	metrics := newMetrics(version, cfg.Broker)
 
 	var (
-		cleanup []step // run in reverse order of acquisition on failure or exit
+		cleanup []step // what was acquired, released by stage (runSteps)
 		pub     publisher
 		nc      *nats.Conn
 	)
-	runCleanup := func(bctx context.Context) error {
-		var errs []error
-		for i := len(cleanup) - 1; i >= 0; i-- {
-			s := cleanup[i]
-			start := time.Now()
-			sctx, cancel := context.WithTimeout(bctx, cfg.ShutdownGrace)
-			err := s.fn(sctx)
-			cancel()
-			ev := log.Info()
-			if err != nil {
-				ev = log.Warn().Err(err)
-				errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
-			}
-			ev.Str("step", s.name).Dur("duration_ms", time.Since(start)).Msg("shutdown step done")
-		}
-		cleanup = nil
-		return errors.Join(errs...)
-	}
 	fail := func(err error) error {
-		_ = runCleanup(context.Background())
+		_ = runSteps(time.Now().Add(cfg.ShutdownGrace), cleanup, log)
 		return err
 	}
 
@@ -162,7 +201,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		if err != nil {
 			return fail(err)
 		}
-		cleanup = append(cleanup, step{"embedded nats shutdown", func(context.Context) error { emb.Shutdown(); return nil }})
+		cleanup = append(cleanup, step{stageEmbedded, "embedded nats shutdown", func(context.Context) error { emb.Shutdown(); return nil }})
 		log.Info().Str("nats_url", emb.ClientURL()).Str("data_dir", cfg.DataDir).Msg("embedded NATS JetStream running; workers can connect here")
 		if dev != nil {
 			dev.NATSURL = emb.ClientURL()
@@ -205,15 +244,15 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	}
 	if nc != nil {
 		conn := nc
-		cleanup = append(cleanup, step{"nats connection close", func(context.Context) error { conn.Close(); return nil }})
+		cleanup = append(cleanup, step{stageConn, "nats connection close", func(context.Context) error { conn.Close(); return nil }})
 		var err error
 		if nps, err = publish.NewNATS(startCtx, nc, natsCfg, log); err != nil {
 			return fail(err)
 		}
 		pub = nps
 	}
-	cleanup = append(cleanup, step{"publisher flush and close", pub.Close})
-	metrics.brokerUp(cfg.Broker, pub)
+	cleanup = append(cleanup, step{stagePublisher, "publisher flush and close", pub.Close})
+	metrics.brokerUp(pub)
 
 	checks := map[string]checker{"broker": pub}
 	var deduper ingest.Deduper
@@ -235,7 +274,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		if err := rd.Check(startCtx); err != nil {
 			return fail(fmt.Errorf("HOOKBRIDGE_REDIS_URL: redis unreachable: %w", err))
 		}
-		cleanup = append(cleanup, step{"redis close", func(context.Context) error { return rd.Close() }})
+		cleanup = append(cleanup, step{stageDedup, "redis close", func(context.Context) error { return rd.Close() }})
 		deduper = rd
 		checks["dedup"] = rd
 	case "memory":
@@ -250,6 +289,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	if err != nil {
 		return fail(err)
 	}
+	secrets := newSecretReloader(cfg, environMap(os.Environ()), verifier, metrics, log)
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{
 		Verifier:       verifier,
 		Publisher:      pub,
@@ -274,16 +314,33 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
+	var front http.Handler = handler
+	if cfg.RateLimit > 0 {
+		front = newRateLimiter(handler, cfg.RateLimit, cfg.RateBurst, func(d time.Duration) {
+			metrics.Request(outcomeRateLimited, d)
+		})
+	}
+	var certs *certReloader
+	if cfg.TLSCertFile != "" {
+		metrics.enableTLS()
+		if certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, metrics, log); err != nil {
+			return fail(err)
+		}
+	}
 	public := &http.Server{
 		Addr:              cfg.ListenAddr,
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
+		Handler:           front,
+		// Slow-loris headers are cut off as soon as slow bodies are.
+		ReadHeaderTimeout: min(5*time.Second, cfg.ReadTimeout),
 		ReadTimeout:       cfg.ReadTimeout,
 		// Writing starts after the body is read and the broker answered.
 		WriteTimeout:   cfg.ReadTimeout + cfg.PublishTimeout + 5*time.Second,
 		IdleTimeout:    90 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       newStdLogger(log, "http"),
+	}
+	if certs != nil {
+		public.TLSConfig = certs.tlsConfig()
 	}
 
 	pubLn, err := listen(cfg.ListenAddr, "HOOKBRIDGE_LISTEN_ADDR")
@@ -295,12 +352,30 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		pubLn.Close()
 		return fail(err)
 	}
-	cleanup = append(cleanup, step{"admin server close", func(ctx context.Context) error { return admin.Shutdown(ctx) }})
+	cleanup = append(cleanup, step{stageAdmin, "admin server close", func(ctx context.Context) error {
+		if err := admin.Shutdown(ctx); err != nil {
+			admin.Close()
+			return err
+		}
+		return nil
+	}})
 
 	errc := make(chan error, 2)
 	go func() { errc <- ignoreClosed(admin.Serve(adminLn)) }()
-	go func() { errc <- ignoreClosed(public.Serve(pubLn)) }()
-	webhookURL := "http://" + hostForURL(pubLn.Addr()) + cfg.Path
+	scheme := "http"
+	if certs != nil {
+		scheme = "https"
+		go func() { errc <- ignoreClosed(public.ServeTLS(pubLn, "", "")) }()
+	} else {
+		go func() { errc <- ignoreClosed(public.Serve(pubLn)) }()
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go secrets.run(watchCtx, cfg.ReloadInterval)
+	if certs != nil {
+		go certs.watch.run(watchCtx, cfg.ReloadInterval)
+	}
+	webhookURL := scheme + "://" + hostForURL(pubLn.Addr()) + cfg.Path
 	log.Info().Str("webhook_url", webhookURL).Str("admin_addr", adminLn.Addr().String()).
 		Str("broker", cfg.Broker).Str("dedup", cfg.Dedup).Msg("ready to receive webhooks")
 	if dev != nil {
@@ -321,7 +396,10 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
-			reloadSecrets(cfg, verifier, log)
+			secrets.reload()
+			if certs != nil {
+				certs.watch.check(true)
+			}
 		case serveErr = <-errc:
 			if serveErr != nil {
 				log.Error().Err(serveErr).Msg("listener failed")
@@ -331,36 +409,30 @@ loop:
 	}
 
 	// Ordered shutdown (DESIGN §9.4): readiness flips first, keep serving while
-	// load balancers notice, then drain requests, then flush publishers.
+	// load balancers notice, then drain requests, then flush publishers and
+	// close what is under them, the admin listener last. Everything after the
+	// delay shares one HOOKBRIDGE_SHUTDOWN_GRACE budget.
 	log.Info().Dur("delay_ms", cfg.ShutdownDelay).Msg("shutting down: readiness now fails")
 	shuttingDown.Store(true)
+	// Responses from now on carry "Connection: close", so keep-alive
+	// connections end after their next answer rather than being closed while
+	// idle at Shutdown, racing a request the client is sending on them.
+	handler.Drain()
 	if serveErr == nil && cfg.ShutdownDelay > 0 {
 		time.Sleep(cfg.ShutdownDelay)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	start := time.Now()
-	err = public.Shutdown(sctx)
-	cancel()
-	log.Info().Err(err).Dur("duration_ms", time.Since(start)).Msg("shutdown step done: in-flight requests finished")
-	return errors.Join(serveErr, err, runCleanup(context.Background()))
-}
-
-// reloadSecrets re-reads the secrets on SIGHUP, keeping the last good set if
-// the new one is invalid.
-func reloadSecrets(cfg *config, v *ingest.Verifier, log zerolog.Logger) {
-	environ := environMap(os.Environ())
-	secrets, err := cfg.loadSecrets(environ)
-	if err == nil && len(secrets) == 0 {
-		err = errors.New("no secrets found")
-	}
-	if err == nil {
-		err = v.SetSecrets(secrets)
-	}
-	if err != nil {
-		log.Error().Err(err).Msg("secret reload failed; keeping the previous secrets")
-		return
-	}
-	log.Info().Int("secrets", len(secrets)).Msg("secrets reloaded")
+	stopWatch()
+	steps := append([]step{{stageHTTP, "http server shutdown (in-flight requests finished)", func(ctx context.Context) error {
+		if err := public.Shutdown(ctx); err != nil {
+			public.Close() // cut what is left rather than overrun the grace period
+			return err
+		}
+		return nil
+	}}}, cleanup...)
+	err = runSteps(start.Add(cfg.ShutdownGrace), steps, log)
+	log.Info().Dur("duration_ms", time.Since(start)).Msg("shutdown complete")
+	return errors.Join(serveErr, err)
 }
 
 func listen(addr, variable string) (net.Listener, error) {
