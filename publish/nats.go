@@ -16,7 +16,6 @@ import (
 	"github.com/hookbridge/hookbridge/schema"
 )
 
-
 // NATS defaults.
 const (
 	DefaultNATSPrefix     = "openai"

@@ -328,8 +328,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		}
 	}
 	public := &http.Server{
-		Addr:              cfg.ListenAddr,
-		Handler:           front,
+		Addr:    cfg.ListenAddr,
+		Handler: front,
 		// Slow-loris headers are cut off as soon as slow bodies are.
 		ReadHeaderTimeout: min(5*time.Second, cfg.ReadTimeout),
 		ReadTimeout:       cfg.ReadTimeout,
