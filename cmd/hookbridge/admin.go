@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -90,8 +91,17 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
-func adminMux(ready http.Handler, reg *prometheus.Registry) http.Handler {
+func adminMux(ready http.Handler, reg *prometheus.Registry, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
+	if pprofOn {
+		// Registered explicitly on the admin mux: importing net/http/pprof
+		// for its side effect would put it on DefaultServeMux.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		// Liveness checks no dependency: a broker outage must not turn into
 		// a restart storm.

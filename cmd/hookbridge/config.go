@@ -87,6 +87,8 @@ type config struct {
 	DedupMax    int           `env:"DEDUP_MEMORY_MAX" envDefault:"1000000" help:"ids remembered by the memory store"`
 	RedisURL    string        `env:"REDIS_URL,unset" help:"Redis for HOOKBRIDGE_DEDUP=redis (redis:// or rediss://)"`
 
+	PProf bool `env:"PPROF" help:"serve net/http/pprof under /debug/pprof/ on the admin listener (for profiling; keep the admin port private)"`
+
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json" help:"json or console"`
 

@@ -308,7 +308,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	ready := newReadiness(checks, &shuttingDown)
 	admin := &http.Server{
 		Addr:              cfg.AdminAddr,
-		Handler:           adminMux(ready, metrics.registry),
+		Handler:           adminMux(ready, metrics.registry, cfg.PProf),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
