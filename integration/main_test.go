@@ -299,8 +299,14 @@ func post(url string, d delivery, mutate func(*http.Request)) result {
 }
 
 func postAt(url string, d delivery, ts int64, mutate func(*http.Request)) result {
+	return signedPost(httpClient, url, signingKey(), d, ts, mutate)
+}
+
+// signedPost signs d with key at ts, lets mutate tamper with the request, and
+// POSTs it with client.
+func signedPost(client *http.Client, url string, key []byte, d delivery, ts int64, mutate func(*http.Request)) result {
 	tss := strconv.FormatInt(ts, 10)
-	m := hmac.New(sha256.New, signingKey())
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(d.ID + "." + tss + "."))
 	m.Write(d.Body)
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(d.Body))
@@ -314,7 +320,7 @@ func postAt(url string, d delivery, ts int64, mutate func(*http.Request)) result
 	if mutate != nil {
 		mutate(req)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return result{Err: err}
 	}

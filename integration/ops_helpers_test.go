@@ -4,13 +4,8 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -34,32 +29,14 @@ func newOpsSecret(t testing.TB) opsSecret {
 	return opsSecret{Text: "whsec_" + base64.StdEncoding.EncodeToString(k), key: k}
 }
 
-// opsPost signs d with s at the current time and POSTs it with client.
+// opsPost signs d with s at the current time, adds hdr, and POSTs it with
+// client.
 func opsPost(client *http.Client, url string, s opsSecret, d delivery, hdr map[string]string) result {
-	tss := strconv.FormatInt(time.Now().Unix(), 10)
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(d.ID + "." + tss + "."))
-	m.Write(d.Body)
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(d.Body))
-	if err != nil {
-		return result{Err: err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("webhook-id", d.ID)
-	req.Header.Set("webhook-timestamp", tss)
-	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return result{Err: err}
-	}
-	defer resp.Body.Close()
-	var r struct{ Status, Error string }
-	b, _ := io.ReadAll(resp.Body)
-	_ = json.Unmarshal(b, &r)
-	return result{Status: resp.StatusCode, Code: r.Status + r.Error}
+	return signedPost(client, url, s.key, d, time.Now().Unix(), func(req *http.Request) {
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+	})
 }
 
 // opsWriteFile replaces path atomically (write a sibling, rename), as
