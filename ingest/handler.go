@@ -164,7 +164,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 	}
 	h.obs.SecretMatched(secret)
 
-	d := &schema.Delivery{
+	dv := new(deliveryEvent) // Delivery and Event in one allocation
+	d := &dv.d
+	*d = schema.Delivery{
 		// Canonical keys: Get canonicalizes any other spelling into a new
 		// string, an allocation per header per request.
 		WebhookID:   r.Header.Get("Webhook-Id"),
@@ -174,17 +176,23 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		TraceParent: r.Header.Get("Traceparent"),
 		TraceState:  r.Header.Get("Tracestate"),
 	}
-	d.Event, err = schema.Parse(body)
-	if err != nil {
-		d.Event = nil
+	// Data aliases body, which is never reused or modified.
+	if err := schema.ParseInto(&dv.ev, body); err != nil {
 		var pe *schema.ParseError
 		if errors.As(err, &pe) {
 			d.DeadLetterReason = pe.Reason
 		} else {
 			d.DeadLetterReason = schema.ReasonNotJSON
 		}
+	} else {
+		d.Event = &dv.ev
 	}
-	return h.deliver(w, r, d)
+	ctx := getBudget(r.Context(), h.cfg.PublishTimeout)
+	o, recycle := h.deliver(w, ctx, d)
+	if recycle {
+		putBudget(ctx)
+	}
+	return o
 }
 
 // readBody reads the whole body, bounded by MaxBodyBytes. On failure it
@@ -251,13 +259,15 @@ func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, err er
 	return h.reply(w, http.StatusUnauthorized, OutcomeInvalidSignature, ve.Message)
 }
 
-// deliver runs claim → publish → complete for a verified delivery.
-func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Delivery) Outcome {
+// deliver runs claim → publish → complete for a verified delivery. It
+// reports whether ctx may be recycled: not after a failure, to keep a
+// misbehaving store or publisher that still watches ctx on the safe side.
+func (h *Handler) deliver(w http.ResponseWriter, ctx *budgetCtx, d *schema.Delivery) (Outcome, bool) {
 	// The publish must not be cut short because the sender hung up: a publish
 	// that lands after the sender gave up is harmless (its retry is answered
 	// "duplicate"), while one abandoned half-way costs a retry for nothing.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.PublishTimeout)
-	defer cancel()
+	// ctx is context.WithTimeout(context.WithoutCancel(r.Context()),
+	// PublishTimeout) without the allocations (see budgetCtx).
 	// Not h.log.With()…Logger(): that copies the logger's context for every
 	// request, logged or not.
 	log := idLog{&h.log, d.WebhookID}
@@ -267,16 +277,16 @@ func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Deli
 		if err != nil {
 			h.obs.Dedup("error")
 			log.Error().Err(err).Msg("dedup claim failed")
-			return h.unavailable(w, "dedup store unavailable")
+			return h.unavailable(w, "dedup store unavailable"), false
 		}
 		h.obs.Dedup(st.String())
 		switch st {
 		case ClaimDone:
 			log.Debug().Msg("duplicate delivery")
-			return h.reply(w, http.StatusOK, OutcomeDuplicate, "already published")
+			return h.reply(w, http.StatusOK, OutcomeDuplicate, "already published"), true
 		case ClaimInFlight:
 			w.Header().Set("Retry-After", "1")
-			return h.reply(w, http.StatusConflict, OutcomeInFlight, "a delivery with this webhook-id is being published")
+			return h.reply(w, http.StatusConflict, OutcomeInFlight, "a delivery with this webhook-id is being published"), true
 		}
 	}
 
@@ -293,7 +303,7 @@ func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Deli
 			}
 			rcancel()
 		}
-		return h.unavailable(w, "broker did not acknowledge the event")
+		return h.unavailable(w, "broker did not acknowledge the event"), false
 	}
 	h.obs.Published(d.Event, time.Since(start))
 	if dd := h.cfg.Deduper; dd != nil {
@@ -312,10 +322,10 @@ func (h *Handler) deliver(w http.ResponseWriter, r *http.Request, d *schema.Deli
 	}
 	if d.Event == nil {
 		log.Warn().Str("reason", d.DeadLetterReason).Msg("verified body dead-lettered")
-		return h.reply(w, http.StatusOK, OutcomeDeadLettered, "verified but not routable ("+d.DeadLetterReason+"); kept on the dead-letter subject")
+		return h.reply(w, http.StatusOK, OutcomeDeadLettered, "verified but not routable ("+d.DeadLetterReason+"); kept on the dead-letter subject"), true
 	}
 	log.Debug().Str("event_type", string(d.Event.Type)).Str("event_id", d.Event.ID).Msg("published")
-	return h.reply(w, http.StatusOK, OutcomePublished, "")
+	return h.reply(w, http.StatusOK, OutcomePublished, ""), true
 }
 
 func (h *Handler) unavailable(w http.ResponseWriter, msg string) Outcome {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -164,16 +165,33 @@ func signingKey(secret string) ([]byte, error) {
 	return []byte(secret), nil
 }
 
-// sign returns the webhook-signature header value for one delivery.
-func sign(key []byte, id, ts string, body []byte) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+// signer signs deliveries with one reusable HMAC; one per worker.
+type signer struct {
+	mac hash.Hash
+	sum []byte
+	buf []byte
 }
+
+func newSigner(key []byte) *signer {
+	return &signer{mac: hmac.New(sha256.New, key), sum: make([]byte, 0, sha256.Size),
+		buf: make([]byte, 0, 3+base64.StdEncoding.EncodedLen(sha256.Size))}
+}
+
+// sign returns the webhook-signature header value for one delivery.
+func (s *signer) sign(id, ts string, body []byte) string {
+	m := s.mac
+	m.Reset()
+	_, _ = io.WriteString(m, id)
+	_, _ = m.Write(dot)
+	_, _ = io.WriteString(m, ts)
+	_, _ = m.Write(dot)
+	_, _ = m.Write(body)
+	s.sum = m.Sum(s.sum[:0])
+	s.buf = base64.StdEncoding.AppendEncode(append(s.buf[:0], "v1,"...), s.sum)
+	return string(s.buf)
+}
+
+var dot = []byte{'.'}
 
 // delivery is one prepared request: unique ids, body ready to sign.
 type delivery struct {
@@ -297,7 +315,7 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 		go func() {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, total/o.concurrency+1)
-			counts := map[string]int64{}
+			p := newPoster(client, o.url, key)
 			for d := range jobs {
 				if o.rate > 0 {
 					at := start.Add(time.Duration(float64(slot.Add(1)-1) / o.rate * float64(time.Second)))
@@ -309,9 +327,8 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 					}
 				}
 				t0 := time.Now()
-				status, code := post(ctx, client, o.url, key, d)
+				status, code := p.post(ctx, d)
 				lat = append(lat, time.Since(t0))
-				counts[status]++
 				sent.Add(1)
 				if code >= 200 && code < 300 {
 					ok.Add(1)
@@ -322,8 +339,8 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 			}
 			mu.Lock()
 			sum.latencies = append(sum.latencies, lat...)
-			for k, v := range counts {
-				sum.byStatus[k] += v
+			for k, v := range p.counts {
+				sum.byStatus[k] += *v
 			}
 			mu.Unlock()
 		}()
@@ -354,20 +371,74 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 	return sum
 }
 
-// post signs d with a fresh timestamp (as OpenAI does on every attempt) and
-// returns "<status> <code word>" and the HTTP status (0 on transport errors).
-func post(ctx context.Context, c *http.Client, url string, key []byte, d delivery) (string, int) {
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(d.body))
+// poster sends deliveries for one worker, reusing what it can between
+// requests: the HMAC, the timestamp string (per second), the response buffer
+// and the "<status> <code word>" strings, which it counts as it goes.
+type poster struct {
+	c      *http.Client
+	url    string
+	sig    *signer
+	ua     []string
+	ct     []string
+	tsUnix int64
+	ts     string
+	buf    [512]byte
+	key    []byte            // scratch for the status string
+	counts map[string]*int64 // status string → count
+	names  map[*int64]string // and back, to return the string
+}
+
+var hdrContentJSON = []string{"application/json"}
+
+func newPoster(c *http.Client, url string, key []byte) *poster {
+	return &poster{c: c, url: url, sig: newSigner(key), ua: []string{"hookbridge-send/" + version},
+		ct: hdrContentJSON, tsUnix: -1, counts: map[string]*int64{}, names: map[*int64]string{}}
+}
+
+// post signs d with a fresh timestamp (as OpenAI does on every attempt),
+// counts its outcome and returns "<status> <code word>" and the HTTP status
+// (0 on transport errors).
+func (p *poster) post(ctx context.Context, d delivery) (string, int) {
+	errStatus, code := p.do(ctx, d) // fills p.key unless it failed
+	if errStatus != "" {
+		p.key = append(p.key[:0], errStatus...)
+	}
+	return p.count(), code
+}
+
+// count adds one to the status in p.key and returns it as a string,
+// allocated only the first time it is seen.
+func (p *poster) count() string {
+	if n := p.counts[string(p.key)]; n != nil { // no allocation for the lookup
+		*n++
+		return p.names[n]
+	}
+	k := string(p.key)
+	n := new(int64)
+	*n = 1
+	p.counts[k], p.names[n] = n, k
+	return k
+}
+
+func (p *poster) do(ctx context.Context, d delivery) (string, int) {
+	if now := time.Now().Unix(); now != p.tsUnix {
+		p.tsUnix, p.ts = now, strconv.FormatInt(now, 10)
+	}
+	ts := p.ts
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(d.body))
 	if err != nil {
 		return "error: bad request", 0
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "hookbridge-send/"+version)
-	req.Header.Set("webhook-id", d.id)
-	req.Header.Set("webhook-timestamp", ts)
-	req.Header.Set("webhook-signature", sign(key, d.id, ts, d.body))
-	resp, err := c.Do(req)
+	// Canonical keys set directly: Header.Set would canonicalize each key
+	// (and allocate for the lower-case webhook-* spellings) per request.
+	req.Header = http.Header{
+		"Content-Type":      p.ct,
+		"User-Agent":        p.ua,
+		"Webhook-Id":        {d.id},
+		"Webhook-Timestamp": {ts},
+		"Webhook-Signature": {p.sig.sign(d.id, ts, d.body)},
+	}
+	resp, err := p.c.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout") {
 			return "error: timeout", 0
@@ -375,15 +446,74 @@ func post(ctx context.Context, c *http.Client, url string, key []byte, d deliver
 		return "error: connection", 0
 	}
 	defer resp.Body.Close()
-	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
+	// Read to EOF (bounded, as before) so the connection is reused.
+	n, err := io.ReadFull(resp.Body, p.buf[:])
+	b := p.buf[:n]
+	if err == nil {
+		rest, _ := io.ReadAll(io.LimitReader(resp.Body, 4096-int64(n)))
+		b = append(b[:n:n], rest...)
 	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	_ = json.Unmarshal(b, &r)
-	word := r.Status + r.Error
-	if word == "" {
-		word = http.StatusText(resp.StatusCode)
+	p.key = strconv.AppendInt(p.key[:0], int64(resp.StatusCode), 10)
+	p.key = append(p.key, ' ')
+	if w, ok := codeWord(b); ok {
+		p.key = append(p.key, w...)
+	} else {
+		var r struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+		}
+		_ = json.Unmarshal(b, &r)
+		p.key = append(p.key, r.Status+r.Error...)
 	}
-	return strconv.Itoa(resp.StatusCode) + " " + word, resp.StatusCode
+	if len(p.key) == len(strconv.Itoa(resp.StatusCode))+1 {
+		p.key = append(p.key, http.StatusText(resp.StatusCode)...)
+	}
+	return "", resp.StatusCode
+}
+
+// codeWord returns the code word of the bridge's own replies, {"status":"w"}
+// or {"error":"w",…}, without decoding JSON; ok is false for anything else
+// (then the caller decodes it as JSON).
+func codeWord(b []byte) (word []byte, ok bool) {
+	var rest []byte
+	switch {
+	case bytes.HasPrefix(b, []byte(`{"status":"`)):
+		rest = b[len(`{"status":"`):]
+	case bytes.HasPrefix(b, []byte(`{"error":"`)):
+		rest = b[len(`{"error":"`):]
+	default:
+		return nil, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return nil, false
+	}
+	word, after := rest[:i], rest[i+1:]
+	for _, c := range word {
+		if c >= 0x80 {
+			return nil, false
+		}
+	}
+	// Exactly the bridge's shapes, so that no other "status" or "error"
+	// member can follow: {"status":"w"} or {"error":"w","message":"…"}
+	// (or "status" with a message, as for dead letters).
+	if m, isErr := bytes.CutPrefix(after, []byte(`,"message":"`)); isErr {
+		end := -1
+		for j := 0; j < len(m); j++ {
+			if m[j] == '\\' {
+				j++
+			} else if m[j] == '"' {
+				end = j + 1
+				break
+			}
+		}
+		if end < 0 {
+			return nil, false
+		}
+		after = m[end:]
+	}
+	if len(bytes.TrimRight(after, " \t\r\n")) == 1 && after[0] == '}' {
+		return word, true
+	}
+	return nil, false
 }

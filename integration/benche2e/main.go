@@ -59,7 +59,6 @@ type options struct {
 	gen      string
 	only     map[string]bool
 	natsBin  string
-	keep     bool
 	workDir  string
 	self     string
 	hookbin  string
@@ -67,6 +66,7 @@ type options struct {
 	modRoot  string
 	verbose  bool
 	warmup   time.Duration
+	hookEnv  []string
 }
 
 func runHarness(args []string) int {
@@ -82,7 +82,11 @@ func runHarness(args []string) int {
 	fs.StringVar(&o.natsBin, "nats-server", "", "nats-server binary (default: built from the module)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up load before each measured run")
 	fs.BoolVar(&o.verbose, "v", false, "print every run")
+	hookEnv := fs.String("bridge-env", "", "extra KEY=VALUE,… for the hookbridge processes (e.g. GOGC=100 to compare GC settings)")
 	_ = fs.Parse(args)
+	if *hookEnv != "" {
+		o.hookEnv = strings.Split(*hookEnv, ",")
+	}
 	o.only = map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		o.only[strings.TrimSpace(s)] = true
@@ -324,6 +328,7 @@ func runOnce(ctx context.Context, o *options, c config) (result, error) {
 			"HOOKBRIDGE_SHUTDOWN_DELAY=0s",
 			"HOOKBRIDGE_DATA_DIR=" + filepath.Join(dir, "data"),
 		}
+		env = append(env, o.hookEnv...)
 		if natsURL != "" {
 			env = append(env, "HOOKBRIDGE_NATS_URL="+natsURL)
 		}
