@@ -70,7 +70,7 @@ type config struct {
 	KafkaCreateTopics bool          `env:"KAFKA_CREATE_TOPICS" envDefault:"true" help:"create topics at start-up and on first use"`
 	KafkaPartitions   int           `env:"KAFKA_PARTITIONS" envDefault:"3" help:"partitions of created topics"`
 	KafkaReplication  int           `env:"KAFKA_REPLICATION_FACTOR" envDefault:"1" help:"replication factor of created topics"`
-	KafkaBatchTimeout time.Duration `env:"KAFKA_BATCH_TIMEOUT" envDefault:"5ms" help:"how long the writer waits to fill a batch"`
+	KafkaBatchTimeout time.Duration `env:"KAFKA_BATCH_TIMEOUT" envDefault:"1ms" help:"how long the writer waits to fill a batch"`
 	KafkaClientID     string        `env:"KAFKA_CLIENT_ID" envDefault:"hookbridge" help:"Kafka client id"`
 	KafkaTLS          bool          `env:"KAFKA_TLS" help:"use TLS to the brokers"`
 	KafkaCAFile       string        `env:"KAFKA_TLS_CA_FILE" help:"CA bundle for Kafka TLS"`
