@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -26,6 +27,9 @@ func FuzzHandler(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, path, id, ts, sig string, body []byte, signIt bool) {
 		if !validMethod(method) || !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " ?#\x00\r\n") {
 			t.Skip()
+		}
+		if _, err := url.ParseRequestURI(path); err != nil {
+			t.Skip() // net/http's server answers 400 before any handler runs
 		}
 		pub := &fakePublisher{}
 		h := newTestHandler(t, pub, &fakeDeduper{})
