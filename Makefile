@@ -24,6 +24,7 @@ build: ## build bin/hookbridge (static)
 test: ## everything: vet, unit, fuzz seeds, integration against real brokers (race detector on)
 	$(GO) vet $(PKG)
 	$(GO) test -race -count=1 -timeout 12m $(PKG)
+	$(GO) test -count=1 -run 'Alloc' ./ingest/ ./schema/   # allocation counts: -race adds its own
 	cd deploy && $(GO) test -count=1 ./...
 
 test-short: ## unit tests only (no broker processes)
