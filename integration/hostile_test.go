@@ -92,22 +92,9 @@ func rawRequest(t *testing.T, b *bridge, req string, d time.Duration) rawAnswer 
 // streamCount is the number of messages in stream.
 func streamCount(t *testing.T, url, stream string) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, info := openStream(t, ctx, url, stream)
 	return info.State.Msgs
 }
 

@@ -73,17 +73,16 @@ type storedMsg struct {
 	Data    []byte
 }
 
-// readStream returns every message in stream, bounded in time.
-func readStream(t testing.TB, url, stream string) []storedMsg {
+// openStream connects to url and looks up stream; the connection closes
+// when the test ends.
+func openStream(t testing.TB, ctx context.Context, url, stream string) (jetstream.Stream, *jetstream.StreamInfo) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatalf("stream %s: %v", stream, err)
@@ -92,6 +91,15 @@ func readStream(t testing.TB, url, stream string) []storedMsg {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, info
+}
+
+// readStream returns every message in stream, bounded in time.
+func readStream(t testing.TB, url, stream string) []storedMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, info := openStream(t, ctx, url, stream)
 	want := int(info.State.Msgs)
 	var out []storedMsg
 	if want == 0 {
