@@ -154,6 +154,16 @@ func ParseSecrets(list string) ([]Secret, error) {
 }
 
 // String returns a redacted form that keeps only the kind of secret.
+// HMACKey returns the HMAC key of a whsec_ or unprefixed secret, for callers
+// that sign deliveries (tests, `hookbridge send`); ok is false for a whpk_
+// public key, which can only verify.
+func (s Secret) HMACKey() (key []byte, ok bool) {
+	if s.kind != kindRaw && s.kind != kindWhsec {
+		return nil, false
+	}
+	return []byte(s.key), true
+}
+
 func (s Secret) String() string {
 	switch s.kind {
 	case kindWhsec:

@@ -202,3 +202,31 @@ func TestSecretRedaction(t *testing.T) {
 		}
 	})
 }
+
+// HMACKey hands out exactly the key Verify uses, so a delivery signed with it
+// verifies; a public key cannot sign.
+func TestSecret_HMACKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, secret string
+		want         []byte
+		ok           bool
+	}{
+		{"whsec", secB, keyB, true},
+		{"raw", "plain-secret", []byte("plain-secret"), true},
+		{"whpk", "whpk_" + base64.StdEncoding.EncodeToString(make([]byte, 32)), nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := ParseSecret(tc.secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := s.HMACKey()
+			if ok != tc.ok || !bytes.Equal(got, tc.want) {
+				t.Fatalf("HMACKey() = %x, %v; want %x, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	if _, ok := (Secret{}).HMACKey(); ok {
+		t.Error("the zero Secret has no key")
+	}
+}

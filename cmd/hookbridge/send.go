@@ -153,16 +153,15 @@ func defaultSecret(getenv func(string) string, dev *devState) string {
 // signingKey returns the HMAC key for secret, validated by the same rules as
 // the bridge so that `send` fails fast on a secret the bridge would refuse.
 func signingKey(secret string) ([]byte, error) {
-	if _, err := ingest.ParseSecret(secret); err != nil {
+	s, err := ingest.ParseSecret(secret)
+	if err != nil {
 		return nil, err
 	}
-	if strings.HasPrefix(secret, "whpk_") {
+	key, ok := s.HMACKey()
+	if !ok {
 		return nil, errors.New("a whpk_ public key cannot sign; use a whsec_ secret")
 	}
-	if b64, ok := strings.CutPrefix(secret, "whsec_"); ok {
-		return base64.StdEncoding.DecodeString(b64)
-	}
-	return []byte(secret), nil
+	return key, nil
 }
 
 // signer signs deliveries with one reusable HMAC; one per worker.
