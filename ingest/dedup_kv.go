@@ -21,6 +21,22 @@ type KVOptions struct {
 	Lease    time.Duration    // how long an in-flight claim blocks others; default 30s
 	Replicas int              // bucket replicas when it is created; default 1
 	Now      func() time.Time // clock for lease deadlines, for tests; default time.Now
+	// Writer, when set, carries the claims and completions instead of the
+	// jetstream KeyValue API (publish.NATS implements it): it saves a
+	// request/reply round trip per claim and the ack of every completion.
+	Writer KVWriter
+}
+
+// KVWriter is a cheaper path for the KV store's two hot writes, provided by
+// the NATS publisher on the connection it shares with the store.
+type KVWriter interface {
+	// PublishIfNew stores data on subject only if the subject has no message
+	// (what KeyValue.Create sends), waiting for the ack. A conflict is a
+	// *jetstream.APIError with the wrong-last-sequence code.
+	PublishIfNew(ctx context.Context, subject string, data []byte) error
+	// PublishNoAck sends data to subject without waiting for, or asking
+	// for, an ack.
+	PublishNoAck(subject string, data []byte) error
 }
 
 // KVDeduper is a Deduper on a JetStream KV bucket, shared by every replica
@@ -36,10 +52,10 @@ type KVDeduper struct {
 	lease time.Duration
 	now   func() time.Time
 
-	// js and putPre serve CompleteAsync: putPre is the subject prefix of a
+	// w and putPre serve the fast path: putPre is the subject prefix of a
 	// Put ("$KV.<bucket>."), empty when the bucket is a mirror, whose writes
-	// go elsewhere; CompleteAsync then falls back to Complete.
-	js     jetstream.JetStream
+	// go elsewhere; Claim and CompleteAsync then use the KeyValue API.
+	w      KVWriter
 	putPre string
 }
 
@@ -90,10 +106,10 @@ func NewKVDeduper(ctx context.Context, js jetstream.JetStream, opts KVOptions) (
 			"set HOOKBRIDGE_DEDUP_TTL=%v, or delete the bucket (nats kv rm %s) to recreate it with the new TTL",
 			ErrDedupTTLMismatch, bucket, st.TTL(), ttl, st.TTL(), bucket)
 	}
-	d := &KVDeduper{kv: kv, lease: lease, now: now, js: js}
-	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+	d := &KVDeduper{kv: kv, lease: lease, now: now}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && opts.Writer != nil {
 		if si := bs.StreamInfo(); si != nil && si.Config.Mirror == nil {
-			d.putPre = "$KV." + bucket + "."
+			d.w, d.putPre = opts.Writer, "$KV."+bucket+"."
 		}
 	}
 	return d, nil
@@ -112,8 +128,7 @@ func (d *KVDeduper) Claim(ctx context.Context, id string) (ClaimStatus, error) {
 	for range kvClaimAttempts {
 		now := d.now()
 		claim := []byte(kvInFlightValue(now.Add(d.lease)))
-		// Create also succeeds over a delete marker (a released id).
-		_, err := d.kv.Create(ctx, key, claim)
+		err := d.create(ctx, key, claim)
 		if err == nil {
 			return ClaimNew, nil
 		}
@@ -153,6 +168,21 @@ func (d *KVDeduper) Claim(ctx context.Context, id string) (ClaimStatus, error) {
 	return ClaimInFlight, nil
 }
 
+// create stores claim under key if the key is new: through the writer's
+// conditional publish first, since almost every webhook-id is new, then,
+// on a conflict, through KeyValue.Create, which also succeeds over a delete
+// marker (a released id) and reports a live key as ErrKeyExists.
+func (d *KVDeduper) create(ctx context.Context, key string, claim []byte) error {
+	if d.w != nil {
+		err := d.w.PublishIfNew(ctx, d.putPre+key, claim)
+		if err == nil || !kvConflict(err) {
+			return err
+		}
+	}
+	_, err := d.kv.Create(ctx, key, claim)
+	return err
+}
+
 // Complete implements Deduper.
 func (d *KVDeduper) Complete(ctx context.Context, id string) error {
 	if id == "" {
@@ -167,25 +197,26 @@ func (d *KVDeduper) Complete(ctx context.Context, id string) error {
 // kvDoneValue is the stored "done"; publishers never modify the payload.
 var kvDoneValue = []byte(dedupValueDone)
 
-// CompleteAsync is Complete without waiting for the server's ack: it
-// publishes the "done" value to the key's subject (what KeyValue.Put does)
-// on the shared connection and returns. The handler uses it after the broker
+// CompleteAsync is Complete without an ack: it publishes the "done" value
+// to the key's subject (what KeyValue.Put does) on the shared connection,
+// with no reply subject, and returns. The handler uses it after the broker
 // acknowledged the event, which saves a JetStream round trip per request.
-// The claim (Create) stays synchronous and atomic. Messages on one
-// connection are stored in order, so a later Claim through the same
-// connection sees "done"; if the write is lost, the claim's lease expires
-// and a retry is published again, which the stream's Nats-Msg-Id window drops
-// (DESIGN §5). Errors are those of sending, not of storing.
+// The claim stays synchronous and atomic. Messages on one connection are
+// stored in order, so a later Claim through the same connection sees
+// "done"; if the write is lost, the claim's lease expires and a retry is
+// published again, which the stream's Nats-Msg-Id window drops (DESIGN §5).
+// Errors are those of sending, not of storing. Without a writer it is
+// Complete.
 func (d *KVDeduper) CompleteAsync(id string) error {
 	if id == "" {
 		return errEmptyID
 	}
-	if d.putPre == "" || d.js == nil {
+	if d.w == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return d.Complete(ctx, id)
 	}
-	if _, err := d.js.PublishAsync(d.putPre+kvDedupKey(id), kvDoneValue); err != nil {
+	if err := d.w.PublishNoAck(d.putPre+kvDedupKey(id), kvDoneValue); err != nil {
 		return fmt.Errorf("ingest: dedup complete: %w", err)
 	}
 	return nil

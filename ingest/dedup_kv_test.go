@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -110,20 +111,49 @@ type kvDedupUnderTest struct {
 
 func TestKVDeduperContract(t *testing.T) {
 	for name, url := range dedupNATSTargets(t) {
-		t.Run(name, func(t *testing.T) {
-			_, js := dedupJetStream(t, url)
-			testDeduperContract(t, func(t *testing.T, lease, ttl time.Duration) Deduper {
-				// Leases are judged by the replica's clock, so a fake one makes
-				// takeover deterministic; the TTL stays the server's business.
-				clock := newDedupFakeClock()
-				d, err := NewKVDeduper(dedupCtx(t), js, KVOptions{Bucket: dedupTestBucket(t, js, name == "external"), TTL: ttl, Lease: lease, Now: clock.Now})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return kvDedupUnderTest{d, clock}
+		for _, withWriter := range []bool{false, true} {
+			sub := name
+			if withWriter {
+				sub += "/writer"
+			}
+			t.Run(sub, func(t *testing.T) {
+				nc, js := dedupJetStream(t, url)
+				testDeduperContract(t, func(t *testing.T, lease, ttl time.Duration) Deduper {
+					// Leases are judged by the replica's clock, so a fake one makes
+					// takeover deterministic; the TTL stays the server's business.
+					clock := newDedupFakeClock()
+					opts := KVOptions{Bucket: dedupTestBucket(t, js, name == "external"), TTL: ttl, Lease: lease, Now: clock.Now}
+					if withWriter {
+						opts.Writer = testKVWriter{nc: nc, js: js}
+					}
+					d, err := NewKVDeduper(dedupCtx(t), js, opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if withWriter && d.w == nil {
+						t.Fatal("the writer is not used")
+					}
+					return kvDedupUnderTest{d, clock}
+				})
 			})
-		})
+		}
 	}
+}
+
+// testKVWriter sends what publish.NATS sends for a KVWriter, through the
+// jetstream API (ingest cannot import publish).
+type testKVWriter struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+func (w testKVWriter) PublishIfNew(ctx context.Context, subject string, data []byte) error {
+	_, err := w.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(0))
+	return err
+}
+
+func (w testKVWriter) PublishNoAck(subject string, data []byte) error {
+	return w.nc.Publish(subject, data)
 }
 
 func TestKVDeduperBucket(t *testing.T) {
@@ -296,4 +326,43 @@ func BenchmarkKVDeduper(b *testing.B) {
 			}
 		}
 	})
+}
+
+// CompleteAsync is what the handler calls after a publish: a claim it
+// completed must read as done for the next delivery of the id, with or
+// without a writer.
+func TestKVDeduperCompleteAsync(t *testing.T) {
+	for name, url := range dedupNATSTargets(t) {
+		for _, withWriter := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/writer=%v", name, withWriter), func(t *testing.T) {
+				nc, js := dedupJetStream(t, url)
+				ctx := dedupCtx(t)
+				opts := KVOptions{Bucket: dedupTestBucket(t, js, name == "external")}
+				if withWriter {
+					opts.Writer = testKVWriter{nc: nc, js: js}
+				}
+				d, err := NewKVDeduper(ctx, js, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range 20 {
+					id := fmt.Sprintf("wh_async_%d", i)
+					if st, err := d.Claim(ctx, id); err != nil || st != ClaimNew {
+						t.Fatalf("Claim(%s) = %v, %v; want new", id, st, err)
+					}
+					if err := d.CompleteAsync(id); err != nil {
+						t.Fatal(err)
+					}
+					// The same connection: stored in order, so the next claim
+					// already sees it.
+					if st, err := d.Claim(ctx, id); err != nil || st != ClaimDone {
+						t.Fatalf("Claim(%s) after CompleteAsync = %v, %v; want done", id, st, err)
+					}
+				}
+				if err := d.CompleteAsync(""); err == nil {
+					t.Error("CompleteAsync of an empty id succeeded")
+				}
+			})
+		}
+	}
 }

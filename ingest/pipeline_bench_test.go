@@ -46,7 +46,7 @@ func BenchmarkPipelineNATS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kv, err := NewKVDeduper(ctx, pub.JetStream(), KVOptions{})
+	kv, err := NewKVDeduper(ctx, pub.JetStream(), KVOptions{Writer: pub})
 	if err != nil {
 		b.Fatal(err)
 	}

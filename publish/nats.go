@@ -31,15 +31,13 @@ const (
 	// gets the same 503).
 	natsHeaderRoom = 64 << 10
 
-	// natsMaxPending bounds async publishes awaiting an ack on the shared
+	// natsMaxPending bounds publishes awaiting an ack on the shared
 	// connection. Each holds its message, so this bounds memory when the
 	// server is slow; at full speed a few dozen are outstanding.
 	natsMaxPending = 1024
 
-	// natsAckTimeout frees the slot of a publish whose caller gave up (ctx
-	// done) and whose ack never comes. Three times the default publish
-	// budget (HOOKBRIDGE_PUBLISH_TIMEOUT): a budget above it is cut short.
-	natsAckTimeout = 15 * time.Second
+	// natsCloseFlush bounds Close's final flush when its ctx has no deadline.
+	natsCloseFlush = 5 * time.Second
 
 	// natsCheckEvery is how long a readiness answer is reused.
 	natsCheckEvery = time.Second
@@ -119,12 +117,16 @@ type NATS struct {
 	cfg NATSConfig
 	log zerolog.Logger
 
-	// syncPublish switches from PublishMsgAsync + a wait on the ack future
-	// to PublishMsg. BenchmarkNATSPublish measures both at the same
-	// throughput (both pipeline over the one connection), but when the
-	// connection drops the async path fails every pending publish at once
-	// (ErrDisconnected) while PublishMsg waits out each caller's ctx. It
-	// stays for the benchmark to keep the comparison honest.
+	// acks carries the publishes of the request path (see ackMux).
+	acks *ackMux
+	// expectStream is the Nats-Expected-Stream value, shared by every
+	// message and never modified.
+	expectStream []string
+
+	// syncPublish switches from acks to jetstream's PublishMsg, a request
+	// per message. When the connection drops, acks fails every pending
+	// publish at once while PublishMsg waits out each caller's ctx. It stays
+	// for BenchmarkNATSPublish, to keep the comparison honest.
 	syncPublish bool
 
 	// mu guards closed against inflight.Add, so Close can wait for every
@@ -132,9 +134,6 @@ type NATS struct {
 	mu       sync.RWMutex
 	closed   bool
 	inflight sync.WaitGroup
-
-	// expectStream is jetstream.WithExpectStream(cfg.Stream), built once.
-	expectStream jetstream.PublishOpt
 
 	checkEvery time.Duration
 	checkMu    sync.Mutex
@@ -154,16 +153,16 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig, log zerolog.Log
 			Msg("duplicate window longer than max age; using max age")
 		cfg.Duplicates = cfg.MaxAge
 	}
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(natsMaxPending),
-		jetstream.WithPublishAsyncTimeout(natsAckTimeout),
-	)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("publish: jetstream: %w", err)
 	}
 	n := &NATS{nc: nc, js: js, cfg: cfg, log: log, checkEvery: natsCheckEvery,
-		expectStream: jetstream.WithExpectStream(cfg.Stream)}
+		expectStream: []string{cfg.Stream}}
 	if err := n.provision(ctx); err != nil {
+		return nil, err
+	}
+	if n.acks, err = newAckMux(nc, natsMaxPending); err != nil {
 		return nil, err
 	}
 	if mp := nc.MaxPayload(); mp > 0 && cfg.MaxMsgSize > 0 && mp < int64(cfg.streamMaxMsgSize()) {
@@ -279,55 +278,38 @@ func (n *NATS) Publish(ctx context.Context, d *schema.Delivery) error {
 	if st := n.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, strings.ToLower(st.String()))
 	}
+	hdr := natsHeader(d, n.cfg.Headers)
+	// The stream must be ours: another one capturing the subject would
+	// store the event where no consumer looks.
+	hdr[jetstream.ExpectedStreamHeader] = n.expectStream
 	msg := &nats.Msg{
 		Subject: Destination(n.cfg.Prefix, d),
-		Header:  natsHeader(d, n.cfg.Headers),
+		Header:  hdr,
 		Data:    d.Body,
 	}
-	var ack *jetstream.PubAck
+	var seq uint64
+	var dup bool
 	var err error
 	if n.syncPublish {
-		ack, err = n.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(n.cfg.Stream))
+		var ack *jetstream.PubAck
+		if ack, err = n.js.PublishMsg(ctx, msg); err == nil {
+			seq, dup = ack.Sequence, ack.Duplicate
+		}
 	} else {
-		ack, err = n.publishAsync(ctx, msg)
+		var r ackResult
+		if err = ctx.Err(); err == nil {
+			r, err = n.acks.publish(ctx, msg)
+		}
+		seq, dup = r.seq, r.duplicate
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w%s", ErrUnavailable, msg.Subject, err, n.publishHint(err))
 	}
-	if ack.Duplicate {
+	if dup {
 		n.log.Info().Str("webhook_id", d.WebhookID).Str("subject", msg.Subject).
-			Uint64("seq", ack.Sequence).Msg("JetStream already had this webhook-id")
+			Uint64("seq", seq).Msg("JetStream already had this webhook-id")
 	}
 	return nil
-}
-
-// publishAsync sends msg and waits for its own ack future. Abandoned acks
-// (ctx done) are dropped after natsAckTimeout.
-func (n *NATS) publishAsync(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
-	var buf [2]jetstream.PublishOpt
-	opts := append(buf[:0], n.expectStream)
-	if dl, ok := ctx.Deadline(); ok {
-		// When natsMaxPending acks are outstanding the call stalls; let it
-		// wait as long as the caller would, not the library's 200ms.
-		if left := time.Until(dl); left > 0 {
-			opts = append(opts, jetstream.WithStallWait(left))
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	f, err := n.js.PublishMsgAsync(msg, opts...)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case ack := <-f.Ok():
-		return ack, nil
-	case err := <-f.Err():
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 func (n *NATS) publishHint(err error) string {
@@ -389,15 +371,51 @@ func (n *NATS) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		n.inflight.Wait()
-		<-n.js.PublishAsyncComplete()
 		close(done)
 	}()
 	select {
 	case <-done:
+		n.acks.close()
+		// Send what is still buffered (fire-and-forget writes such as
+		// PublishNoAck) and wait until the server has read it.
+		if !n.nc.IsConnected() {
+			return nil // nothing can be sent; the reconnect buffer is off
+		}
+		fctx, cancel := ctx, context.CancelFunc(func() {})
+		if _, ok := ctx.Deadline(); !ok {
+			fctx, cancel = context.WithTimeout(ctx, natsCloseFlush)
+		}
+		defer cancel()
+		if err := n.nc.FlushWithContext(fctx); err != nil {
+			return fmt.Errorf("publish: closing NATS publisher: flush: %w", err)
+		}
 		return nil
 	case <-ctx.Done():
 		// Each in-flight Publish gives up at its own ctx; the goroutine
 		// above ends with them.
 		return fmt.Errorf("publish: closing NATS publisher with publishes in flight: %w", ctx.Err())
 	}
+}
+
+// PublishIfNew stores data under subject only if the stream holds no
+// message on that subject yet (Nats-Expected-Last-Subject-Sequence: 0), and
+// waits for the ack on the publisher's ack path. It is what
+// jetstream.KeyValue.Create sends, for the KV dedup store's claims: a
+// conflict is a *jetstream.APIError with code
+// jetstream.JSErrCodeStreamWrongLastSequence.
+func (n *NATS) PublishIfNew(ctx context.Context, subject string, data []byte) error {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: expectNewHeader}
+	_, err := n.acks.publish(ctx, msg)
+	return err
+}
+
+// expectNewHeader is shared by every PublishIfNew: nats.go only reads it.
+var expectNewHeader = nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}
+
+// PublishNoAck sends data to subject without a reply subject: JetStream
+// stores it and answers nothing, which saves the ack on both sides. Errors
+// are those of sending, not of storing. The KV dedup store completes claims
+// this way (see ingest.KVDeduper.CompleteAsync).
+func (n *NATS) PublishNoAck(subject string, data []byte) error {
+	return n.nc.Publish(subject, data)
 }

@@ -271,6 +271,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	case "nats":
 		kv, err := ingest.NewKVDeduper(startCtx, nps.JetStream(), ingest.KVOptions{
 			Bucket: cfg.DedupBucket, TTL: cfg.DedupTTL, Lease: cfg.DedupLease, Replicas: cfg.NATSReplicas,
+			Writer: nps,
 		})
 		if err != nil {
 			return fail(err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -32,7 +33,13 @@ func runBaseline(args []string) int {
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	natsURL := fs.String("nats", nats.DefaultURL, "NATS URL")
 	secret := fs.String("secret", "", "whsec_ secret")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (for -profile)")
 	_ = fs.Parse(args)
+	if *pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go func() { _ = http.ListenAndServe(*pprofAddr, mux) }()
+	}
 	key, err := secretKey(*secret)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baseline:", err)

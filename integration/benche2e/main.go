@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -67,6 +69,8 @@ type options struct {
 	verbose  bool
 	warmup   time.Duration
 	hookEnv  []string
+	profile  string // directory for CPU profiles of bridge and broker, "" for none
+	match    string // run only configurations whose name contains this
 }
 
 func runHarness(args []string) int {
@@ -82,6 +86,8 @@ func runHarness(args []string) int {
 	fs.StringVar(&o.natsBin, "nats-server", "", "nats-server binary (default: built from the module)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up load before each measured run")
 	fs.BoolVar(&o.verbose, "v", false, "print every run")
+	fs.StringVar(&o.match, "match", "", "run only the configurations whose name contains this (the baseline always runs in the NATS table)")
+	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of the bridge and nats-server for each measured run into this directory")
 	hookEnv := fs.String("bridge-env", "", "extra KEY=VALUE,… for the hookbridge processes (e.g. GOGC=100 to compare GC settings)")
 	_ = fs.Parse(args)
 	if *hookEnv != "" {
@@ -185,6 +191,7 @@ type result struct {
 	cpuBridge, cpuBroker float64 // seconds during the measured window
 	cpuGen               float64
 	rssMiB               float64
+	sysBridge, sysBroker float64 // read+write system calls during the measured window
 	sent, ok             int64
 	errs                 string
 }
@@ -196,14 +203,18 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			if ctx.Err() != nil {
 				break
 			}
-			res, err := runOnce(ctx, o, c)
+			if o.match != "" && !strings.Contains(c.name, o.match) && c.name != baseline {
+				continue
+			}
+			res, err := runOnce(ctx, o, c, r+1)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "  run %d %s: %v\n", r+1, c.name, err)
 				continue
 			}
 			all[i] = append(all[i], res)
-			fmt.Fprintf(os.Stderr, "  run %d %-38s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB %s\n",
-				r+1, c.name, res.rps, res.p50, res.p99, res.p999, res.cpuBridge, res.cpuBroker, res.cpuGen, res.rssMiB, res.errs)
+			fmt.Fprintf(os.Stderr, "  run %d %-38s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB  syscalls/req bridge %.2f broker %.2f %s\n",
+				r+1, c.name, res.rps, res.p50, res.p99, res.p999, res.cpuBridge, res.cpuBroker, res.cpuGen, res.rssMiB,
+				res.sysBridge/float64(max(res.sent, 1)), res.sysBroker/float64(max(res.sent, 1)), res.errs)
 		}
 	}
 	fmt.Printf("\n%s\n", title)
@@ -219,6 +230,9 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 	for i, c := range cfgs {
 		rs := all[i]
 		if len(rs) == 0 {
+			if o.match != "" && !strings.Contains(c.name, o.match) {
+				continue
+			}
 			fmt.Printf("| %-38s | no successful run |\n", c.name)
 			continue
 		}
@@ -266,7 +280,7 @@ func minmax(rs []result, f func(result) float64) (float64, float64) {
 }
 
 // runOnce starts the broker and the server of c, warms up, measures, stops.
-func runOnce(ctx context.Context, o *options, c config) (result, error) {
+func runOnce(ctx context.Context, o *options, c config, run int) (result, error) {
 	var res result
 	dir, err := os.MkdirTemp(o.workDir, "run")
 	if err != nil {
@@ -276,6 +290,7 @@ func runOnce(ctx context.Context, o *options, c config) (result, error) {
 
 	var brokerPid int // 0: the broker is this process (kfake)
 	var natsURL string
+	var profURLs [][2]string // {pprof base URL, file suffix}
 	var kafkaBrokers []string
 	switch c.broker {
 	case "nats":
@@ -283,8 +298,16 @@ func runOnce(ctx context.Context, o *options, c config) (result, error) {
 		if err != nil {
 			return res, err
 		}
-		ns, err := startProc(o.natsBin, nil, filepath.Join(dir, "nats.log"),
-			"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"))
+		args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js")}
+		if o.profile != "" {
+			pport, err := freePort()
+			if err != nil {
+				return res, err
+			}
+			args = append(args, "-profile", strconv.Itoa(pport))
+			profURLs = append(profURLs, [2]string{fmt.Sprintf("http://127.0.0.1:%d", pport), "broker"})
+		}
+		ns, err := startProc(o.natsBin, nil, filepath.Join(dir, "nats.log"), args...)
 		if err != nil {
 			return res, err
 		}
@@ -328,6 +351,10 @@ func runOnce(ctx context.Context, o *options, c config) (result, error) {
 			"HOOKBRIDGE_SHUTDOWN_DELAY=0s",
 			"HOOKBRIDGE_DATA_DIR=" + filepath.Join(dir, "data"),
 		}
+		if o.profile != "" {
+			env = append(env, "HOOKBRIDGE_PPROF=true")
+			profURLs = append(profURLs, [2]string{fmt.Sprintf("http://127.0.0.1:%d", aport), "bridge"})
+		}
 		env = append(env, o.hookEnv...)
 		if natsURL != "" {
 			env = append(env, "HOOKBRIDGE_NATS_URL="+natsURL)
@@ -343,7 +370,16 @@ func runOnce(ctx context.Context, o *options, c config) (result, error) {
 			return res, fmt.Errorf("%w; log:\n%s", err, tail(logf))
 		}
 	case "baseline":
-		if srv, err = startProc(o.self, nil, logf, "baseline", "-addr", addr, "-nats", natsURL, "-secret", o.secret); err != nil {
+		args := []string{"baseline", "-addr", addr, "-nats", natsURL, "-secret", o.secret}
+		if o.profile != "" {
+			pport, err := freePort()
+			if err != nil {
+				return res, err
+			}
+			args = append(args, "-pprof", fmt.Sprintf("127.0.0.1:%d", pport))
+			profURLs = append(profURLs, [2]string{fmt.Sprintf("http://127.0.0.1:%d", pport), "bridge"})
+		}
+		if srv, err = startProc(o.self, nil, logf, args...); err != nil {
 			return res, err
 		}
 		defer srv.stop()
@@ -368,15 +404,22 @@ func runOnce(ctx context.Context, o *options, c config) (result, error) {
 		}
 	}
 	b0, n0 := cpuOf(srv.cmd.Process.Pid), cpuOf(brokerPid)
+	bs0, ns0 := syscallsOf(srv.cmd.Process.Pid), syscallsOf(brokerPid)
 	gen := o.gen
 	if c.gen != "" {
 		gen = c.gen
 	}
+	profDone := startProfiles(o, c, run, profURLs)
 	g, err := runGenProc(ctx, o, gen, url, o.duration, dir)
+	profDone()
 	if err != nil {
 		return res, err
 	}
 	res.cpuBridge = cpuOf(srv.cmd.Process.Pid) - b0
+	res.sysBridge = syscallsOf(srv.cmd.Process.Pid) - bs0
+	if brokerPid != 0 {
+		res.sysBroker = syscallsOf(brokerPid) - ns0
+	}
 	if brokerPid != 0 {
 		res.cpuBroker = cpuOf(brokerPid) - n0
 	}
@@ -542,6 +585,26 @@ func tail(path string) string {
 }
 
 // cpuOf returns user+system CPU seconds of pid from /proc/<pid>/stat.
+// syscallsOf is the number of read and write system calls pid has made
+// (/proc/<pid>/io syscr + syscw), 0 if unknown.
+func syscallsOf(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok && (k == "syscr" || k == "syscw") {
+			x, _ := strconv.ParseFloat(v, 64)
+			n += x
+		}
+	}
+	return n
+}
+
 func cpuOf(pid int) float64 {
 	if pid == 0 {
 		return 0
@@ -585,4 +648,47 @@ func vmHWM(pid int) int64 {
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return max(1, strings.Count(string(b), "processor\t:"))
+}
+
+// startProfiles fetches a CPU profile from each pprof endpoint for the
+// measured window (less a second, so that it ends inside the load) and
+// returns a function that waits for them.
+func startProfiles(o *options, c config, run int, urls [][2]string) func() {
+	if o.profile == "" || len(urls) == 0 {
+		return func() {}
+	}
+	secs := max(int(o.duration/time.Second)-1, 1)
+	slug := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "-", "+", "-", "/", "-").Replace(c.name)
+	var wg sync.WaitGroup
+	for _, u := range urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := filepath.Join(o.profile, fmt.Sprintf("%s-run%d-%s.pprof", slug, run, u[1]))
+			if err := fetchTo(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", u[0], secs), path); err != nil {
+				fmt.Fprintf(os.Stderr, "  profile %s: %v\n", path, err)
+			}
+		}()
+	}
+	return wg.Wait
+}
+
+func fetchTo(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
