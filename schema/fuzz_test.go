@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -135,6 +136,32 @@ func FuzzObjectID(f *testing.F) {
 		}
 		if got != want {
 			t.Fatalf("ObjectID(%s) = %q, encoding/json says %q", data, got, want)
+		}
+	})
+}
+
+// FuzzValidJSON: validJSON, which ParseInto uses to tell JSON from
+// dead letters, must agree with encoding/json.Valid on every input.
+func FuzzValidJSON(f *testing.F) {
+	for _, typ := range Types() {
+		body, _ := Sample(typ)
+		f.Add(body)
+	}
+	for _, s := range []string{
+		``, ` `, `null`, `nul`, `true `, ` false`, `[]`, `[1,]`, `[,1]`, `{}`, `{"a":1,}`, `{"a" 1}`, `{1:2}`,
+		`0`, `-0`, `01`, `-`, `1.`, `.5`, `1.5e`, `1.5e+`, `1E-7`, `-12.50e+10`, `1e1.5`,
+		`"\u12"`, `"\u12G4"`, `"\uABCD"`, `"\x"`, `"\/\b\f\n\r\t\\\""`, "\"\x1f\"", "\"\x7f\xff\"", `"abc`,
+		`{"a":[{"b":[]},{}],"c":{"d":null}}`, `{} {}`, `[] x`, "\t\r\n[]\n",
+		strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+		strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000),
+		strings.Repeat(`{"a":`, 10001) + "1" + strings.Repeat("}", 10001),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if got, want := validJSON(data), json.Valid(data); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid = %v", data, got, want)
 		}
 	})
 }

@@ -96,7 +96,7 @@ func ParseInto(ev *Event, body []byte) error {
 	*ev = Event{}
 	// Valid enforces encoding/json's nesting limit, so a deeply nested data
 	// cannot exhaust the stack here or in DecodeData.
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return &ParseError{Reason: ReasonNotJSON, Err: syntaxError(body)}
 	}
 	if i := skipSpace(body, 0); body[i] != '{' {
