@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 type dedupFakeClock struct {
@@ -181,12 +182,12 @@ func TestMemoryDeduperBound(t *testing.T) {
 				t.Errorf("Len() = %d, want ≤ MaxEntries 3", n)
 			}
 			for _, id := range tt.kept {
-				if _, ok := d.ids[id]; !ok {
+				if _, ok := d.ids[d.key(id)]; !ok {
 					t.Errorf("%q was dropped, want kept", id)
 				}
 			}
 			for _, id := range tt.forgotten {
-				if _, ok := d.ids[id]; ok {
+				if _, ok := d.ids[d.key(id)]; ok {
 					t.Errorf("%q was kept, want dropped", id)
 				}
 			}
@@ -229,7 +230,7 @@ func TestMemoryDeduperChurnStaysBounded(t *testing.T) {
 	for _, l := range []memList{s.inflight, s.done} {
 		prev := nilEntry
 		for i := l.head; i != nilEntry; i = s.ents[i].next {
-			if s.ents[i].prev != prev || s.ids[s.ents[i].id] != i {
+			if s.ents[i].prev != prev || s.ids[s.ents[i].key] != i {
 				t.Fatalf("list corrupt at entry %d", i)
 			}
 			if prev != nilEntry && s.ents[prev].deadline > s.ents[i].deadline {
@@ -303,4 +304,11 @@ func BenchmarkMemoryDeduperBytesPerID(b *testing.B) {
 		runtime.KeepAlive(d)
 	}
 	b.ReportMetric(perID/float64(b.N), "B/id")
+}
+
+// The entry size is what BytesPerID is mostly made of; keep it at 32.
+func TestMemEntrySize(t *testing.T) {
+	if got := unsafe.Sizeof(memEntry{}); got != 32 {
+		t.Errorf("memEntry is %d bytes, want 32", got)
+	}
 }

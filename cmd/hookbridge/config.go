@@ -84,7 +84,7 @@ type config struct {
 	DedupTTL    time.Duration `env:"DEDUP_TTL" envDefault:"72h" help:"how long a published webhook-id is remembered"`
 	DedupLease  time.Duration `env:"DEDUP_LEASE" envDefault:"30s" help:"how long an in-flight claim blocks other deliveries of the id"`
 	DedupBucket string        `env:"DEDUP_BUCKET" envDefault:"HOOKBRIDGE_DEDUP" help:"JetStream KV bucket of the nats dedup store"`
-	DedupMax    int           `env:"DEDUP_MEMORY_MAX" envDefault:"1000000" help:"ids remembered by the memory store"`
+	DedupMax    int           `env:"DEDUP_MEMORY_MAX" envDefault:"1000000" help:"ids remembered by the memory store (about 70 bytes each)"`
 	RedisURL    string        `env:"REDIS_URL,unset" help:"Redis for HOOKBRIDGE_DEDUP=redis (redis:// or rediss://)"`
 
 	PProf bool `env:"PPROF" help:"serve net/http/pprof under /debug/pprof/ on the admin listener (for profiling; keep the admin port private)"`
