@@ -192,6 +192,7 @@ type result struct {
 	cpuGen               float64
 	rssMiB               float64
 	sysBridge, sysBroker float64 // read+write system calls during the measured window
+	round                int     // which pass over the configurations
 	sent, ok             int64
 	errs                 string
 }
@@ -211,6 +212,7 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 				fmt.Fprintf(os.Stderr, "  run %d %s: %v\n", r+1, c.name, err)
 				continue
 			}
+			res.round = r
 			all[i] = append(all[i], res)
 			fmt.Fprintf(os.Stderr, "  run %d %-38s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB  syscalls/req bridge %.2f broker %.2f %s\n",
 				r+1, c.name, res.rps, res.p50, res.p99, res.p999, res.cpuBridge, res.cpuBroker, res.cpuGen, res.rssMiB,
@@ -245,9 +247,10 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			return (r.cpuBridge + r.cpuBroker) / float64(max(r.sent, 1)) * 1e6
 		})
 		ratio, pratio := "", ""
-		if len(base) > 0 && c.name != baseline {
-			ratio = fmt.Sprintf("%.2f×", rps/median(base, func(r result) float64 { return r.rps }))
-			pratio = fmt.Sprintf("%.2f×", p99/median(base, func(r result) float64 { return r.p99 }))
+		if c.name != baseline {
+			if rr, pr, ok := pairedRatios(rs, base); ok {
+				ratio, pratio = fmt.Sprintf("%.2f×", rr), fmt.Sprintf("%.2f×", pr)
+			}
 		}
 		rss := fmt.Sprintf("%.1f MiB", m(func(r result) float64 { return r.rssMiB }))
 		fmt.Printf("| %-38s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.2fs | %9.2fs | %8.2fs | %8.1f | %8s | %7s | %s |\n",
@@ -257,6 +260,30 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			perReq, rss, ratio, pratio)
 	}
 	fmt.Println("(*) bridge + broker CPU µs per request. CPU columns: seconds used during the measured run.")
+	if baseline != "" {
+		fmt.Println("vs base: median over passes of the ratio to the baseline run of the same pass, so that a slow pass (the machine's speed drifts) counts for both.")
+	}
+}
+
+// pairedRatios is the median, over the passes in which both ran, of rs's
+// req/s and p99 divided by those of base in the same pass.
+func pairedRatios(rs, base []result) (rps, p99 float64, ok bool) {
+	byRound := map[int]result{}
+	for _, b := range base {
+		byRound[b.round] = b
+	}
+	var rr, pr []result
+	for _, r := range rs {
+		if b, found := byRound[r.round]; found && b.rps > 0 && b.p99 > 0 {
+			rr = append(rr, result{rps: r.rps / b.rps})
+			pr = append(pr, result{rps: r.p99 / b.p99})
+		}
+	}
+	if len(rr) == 0 {
+		return 0, 0, false
+	}
+	get := func(r result) float64 { return r.rps }
+	return median(rr, get), median(pr, get), true
 }
 
 func median(rs []result, f func(result) float64) float64 {
