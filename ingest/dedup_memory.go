@@ -30,7 +30,7 @@ type MemoryOptions struct {
 // flight, Claim returns ErrDedupFull rather than forget a claim some request
 // still owns. Every operation is O(1) amortised.
 //
-// Ids are remembered by a 128-bit hash (see idKey), so the store holds no
+// Ids are remembered by a 96-bit hash (see idKey), so the store holds no
 // pointers: the garbage collector never scans it, and an id costs the same
 // whatever its length.
 //

@@ -94,8 +94,8 @@ func Parse(body []byte) (*Event, error) {
 // the same *ParseError Parse returns.
 func ParseInto(ev *Event, body []byte) error {
 	*ev = Event{}
-	// Valid enforces encoding/json's nesting limit, so a deeply nested data
-	// cannot exhaust the stack here or in DecodeData.
+	// validJSON enforces encoding/json's nesting limit, so a deeply nested
+	// data cannot exhaust the stack here or in DecodeData.
 	if !validJSON(body) {
 		return &ParseError{Reason: ReasonNotJSON, Err: syntaxError(body)}
 	}

@@ -93,6 +93,11 @@ func runHarness(args []string) int {
 	if *hookEnv != "" {
 		o.hookEnv = strings.Split(*hookEnv, ",")
 	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return fail(err)
+		}
+	}
 	o.only = map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		o.only[strings.TrimSpace(s)] = true
