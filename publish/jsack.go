@@ -16,10 +16,10 @@ import (
 // ackMux publishes JetStream messages and hands each acknowledgement to the
 // caller waiting for it: what jetstream.PublishMsgAsync and a wait on its
 // future do, without what the request path does not need. Profiles of the
-// bridge under load (make bench-e2e -profile) showed that path at three
-// times the cost of a bare publish: a timer per message for the ack timeout,
-// a reflective JSON decode per ack, two channels per future and per-call
-// option processing. Here a caller's own context bounds its wait, so no
+// bridge under load (make bench-e2e -profile) put that call at about 4 µs
+// per message, three times what the baseline handler paid for it without
+// options: a timer per message for the ack timeout, a reflective JSON
+// decode per ack, two channels per future and per-call option processing. Here a caller's own context bounds its wait, so no
 // timer is needed; acks are read by hand, with encoding/json only for
 // errors.
 //
