@@ -151,15 +151,8 @@ func TestAckMuxFailsPendingOnDisconnect(t *testing.T) {
 	env := newNATSEnv(t)
 	subj := env.prefix + ".void"
 	m := newTestMux(t, env, subj)
-	errc := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := m.publish(ctx, &nats.Msg{Subject: subj, Data: []byte("x")})
-		errc <- err
-	}()
-	waitFor(t, func() bool { return pendingAcks(m) == 1 })
+	errc := pendingPublish(t, m, subj)
 	env.emb.Shutdown()
 	select {
 	case err := <-errc:
@@ -176,6 +169,21 @@ func TestAckMuxClose(t *testing.T) {
 	env := newNATSEnv(t)
 	subj := env.prefix + ".void"
 	m := newTestMux(t, env, subj)
+	errc := pendingPublish(t, m, subj)
+	m.close()
+	if err := <-errc; !errors.Is(err, errMuxClosed) {
+		t.Fatalf("pending publish at close = %v, want errMuxClosed", err)
+	}
+	if _, err := m.publish(testCtx(t), &nats.Msg{Subject: subj}); !errors.Is(err, errMuxClosed) {
+		t.Fatalf("publish after close = %v, want errMuxClosed", err)
+	}
+}
+
+// pendingPublish starts a publish to subj (whose ack never comes, see
+// newTestMux) with a 10s budget and returns once it waits for its ack; its
+// error arrives on the channel.
+func pendingPublish(t *testing.T, m *ackMux, subj string) <-chan error {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -184,13 +192,7 @@ func TestAckMuxClose(t *testing.T) {
 		errc <- err
 	}()
 	waitFor(t, func() bool { return pendingAcks(m) == 1 })
-	m.close()
-	if err := <-errc; !errors.Is(err, errMuxClosed) {
-		t.Fatalf("pending publish at close = %v, want errMuxClosed", err)
-	}
-	if _, err := m.publish(testCtx(t), &nats.Msg{Subject: subj}); !errors.Is(err, errMuxClosed) {
-		t.Fatalf("publish after close = %v, want errMuxClosed", err)
-	}
+	return errc
 }
 
 func waitFor(t *testing.T, cond func() bool) {
