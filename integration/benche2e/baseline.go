@@ -38,6 +38,7 @@ func runBaseline(args []string) int {
 	if *pprofAddr != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.Handle("/debug/pprof/allocs", pprof.Handler("allocs"))
 		go func() { _ = http.ListenAndServe(*pprofAddr, mux) }()
 	}
 	key, err := secretKey(*secret)

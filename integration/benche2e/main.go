@@ -87,7 +87,7 @@ func runHarness(args []string) int {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up load before each measured run")
 	fs.BoolVar(&o.verbose, "v", false, "print every run")
 	fs.StringVar(&o.match, "match", "", "run only the configurations whose name contains this (the baseline always runs in the NATS table)")
-	fs.StringVar(&o.profile, "profile", "", "write CPU profiles of the bridge and nats-server for each measured run into this directory")
+	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of the bridge and nats-server for each measured run into this directory")
 	hookEnv := fs.String("bridge-env", "", "extra KEY=VALUE,… for the hookbridge processes (e.g. GOGC=100 to compare GC settings)")
 	_ = fs.Parse(args)
 	if *hookEnv != "" {
@@ -684,7 +684,8 @@ func numCPU() int {
 
 // startProfiles fetches a CPU profile from each pprof endpoint for the
 // measured window (less a second, so that it ends inside the load) and
-// returns a function that waits for them.
+// returns a function that waits for them, then saves each process's
+// allocation profile (allocations since it started: warm-up and run).
 func startProfiles(o *options, c config, run int, urls [][2]string) func() {
 	if o.profile == "" || len(urls) == 0 {
 		return func() {}
@@ -702,7 +703,15 @@ func startProfiles(o *options, c config, run int, urls [][2]string) func() {
 			}
 		}()
 	}
-	return wg.Wait
+	return func() {
+		wg.Wait()
+		for _, u := range urls {
+			path := filepath.Join(o.profile, fmt.Sprintf("%s-run%d-%s-allocs.pprof", slug, run, u[1]))
+			if err := fetchTo(u[0]+"/debug/pprof/allocs", path); err != nil {
+				fmt.Fprintf(os.Stderr, "  profile %s: %v\n", path, err)
+			}
+		}
+	}
 }
 
 func fetchTo(url, path string) error {
