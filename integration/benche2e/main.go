@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,6 +36,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/hookbridge/hookbridge/integration/internal/netwait"
 )
 
 func main() {
@@ -326,13 +327,13 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 	var kafkaBrokers []string
 	switch c.broker {
 	case "nats":
-		port, err := freePort()
+		port, err := netwait.FreePort()
 		if err != nil {
 			return res, err
 		}
 		args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js")}
 		if o.profile != "" {
-			pport, err := freePort()
+			pport, err := netwait.FreePort()
 			if err != nil {
 				return res, err
 			}
@@ -345,7 +346,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 		}
 		defer ns.stop()
 		natsURL = fmt.Sprintf("nats://127.0.0.1:%d", port)
-		if !waitPort(fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second) {
+		if !netwait.WaitPort(fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second) {
 			return res, fmt.Errorf("nats-server did not start")
 		}
 		brokerPid = ns.cmd.Process.Pid
@@ -359,7 +360,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 		brokerPid = os.Getpid()
 	}
 
-	port, err := freePort()
+	port, err := netwait.FreePort()
 	if err != nil {
 		return res, err
 	}
@@ -369,7 +370,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 	logf := filepath.Join(dir, "server.log")
 	switch c.kind {
 	case "hookbridge":
-		aport, err := freePort()
+		aport, err := netwait.FreePort()
 		if err != nil {
 			return res, err
 		}
@@ -404,7 +405,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 	case "baseline":
 		args := []string{"baseline", "-addr", addr, "-nats", natsURL, "-secret", o.secret}
 		if o.profile != "" {
-			pport, err := freePort()
+			pport, err := netwait.FreePort()
 			if err != nil {
 				return res, err
 			}
@@ -415,7 +416,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 			return res, err
 		}
 		defer srv.stop()
-		if !waitPort(addr, 20*time.Second) {
+		if !netwait.WaitPort(addr, 20*time.Second) {
 			return res, fmt.Errorf("baseline did not listen; log:\n%s", tail(logf))
 		}
 	case "noop":
@@ -423,7 +424,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 			return res, err
 		}
 		defer srv.stop()
-		if !waitPort(addr, 20*time.Second) {
+		if !netwait.WaitPort(addr, 20*time.Second) {
 			return res, fmt.Errorf("noop did not listen")
 		}
 	}
@@ -565,28 +566,6 @@ func (p *proc) exited() bool {
 	default:
 		return false
 	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitPort(addr string, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
 }
 
 func waitReady(url string, within time.Duration, p *proc) error {
