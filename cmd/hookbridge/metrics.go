@@ -133,7 +133,7 @@ func newMetrics(version, broker string) *metrics {
 			Help: "TLS certificate reloads rejected; the previous certificate stays in use.",
 		}),
 		tlsNotAfter: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "hookbridge_tls_cert_not_after_seconds",
+			Name: "hookbridge_tls_cert_not_after_timestamp_seconds",
 			Help: "Expiry (Unix time) of the certificate served on the public listener; absent without TLS.",
 		}),
 	}

@@ -119,7 +119,7 @@ func TestTLSHandshakeAndReload(t *testing.T) {
 	if _, err := handshake(t, addr, first, tls.VersionTLS11); err == nil {
 		t.Errorf("TLS 1.1 handshake succeeded; the minimum is 1.2")
 	}
-	if v := gather(t, m)["hookbridge_tls_cert_not_after_seconds"]; v != float64(first.NotAfter.Unix()) {
+	if v := gather(t, m)["hookbridge_tls_cert_not_after_timestamp_seconds"]; v != float64(first.NotAfter.Unix()) {
 		t.Errorf("not_after gauge = %v, want %v", v, first.NotAfter.Unix())
 	}
 
