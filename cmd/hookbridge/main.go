@@ -6,6 +6,7 @@
 //	hookbridge verify      check a captured delivery offline
 //	hookbridge tail        print events as they arrive on the bus
 //	hookbridge probe       container healthcheck against the admin listener
+//	hookbridge secret new  print a fresh whsec_ secret for local setups and tests
 //	hookbridge version     print the version
 package main
 
@@ -37,6 +38,7 @@ Usage:
   hookbridge send       sign and POST sample events (--help for flags)
   hookbridge verify     check a captured delivery offline (--help for flags)
   hookbridge tail       print events arriving on the bus (--help for flags)
+  hookbridge secret new print a fresh whsec_ signing secret (local setups, tests)
   hookbridge version    print the version
 
 Run "hookbridge serve --help" for the configuration variables.
@@ -60,6 +62,8 @@ func run(args []string, io stdio) int {
 		return runTail(args, io)
 	case "probe":
 		return runProbe(args, io)
+	case "secret":
+		return runSecret(args, io)
 	case "version":
 		fmt.Fprintln(io.out, "hookbridge", version)
 		return 0
