@@ -133,7 +133,8 @@ func (c *config) validate(environ map[string]string) error {
 			bad(a.name, "%q is not host:port (e.g. :8080)", a.addr)
 		}
 	}
-	if c.ListenAddr == c.AdminAddr {
+	// Two listeners on port 0 each get their own free port.
+	if c.ListenAddr == c.AdminAddr && !strings.HasSuffix(c.ListenAddr, ":0") {
 		bad("ADMIN_ADDR", "must differ from HOOKBRIDGE_LISTEN_ADDR (%s)", c.ListenAddr)
 	}
 	if !strings.HasPrefix(c.Path, "/") {

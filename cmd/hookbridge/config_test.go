@@ -32,6 +32,9 @@ func TestConfigOpsVariables(t *testing.T) {
 		{"negative rate", base("HOOKBRIDGE_RATE_LIMIT", "-1"), "HOOKBRIDGE_RATE_LIMIT"},
 		{"negative burst", base("HOOKBRIDGE_RATE_LIMIT", "5", "HOOKBRIDGE_RATE_BURST", "-1"), "HOOKBRIDGE_RATE_BURST"},
 		{"negative reload interval", base("HOOKBRIDGE_RELOAD_INTERVAL", "-1s"), "HOOKBRIDGE_RELOAD_INTERVAL"},
+		{"same listener twice", base("HOOKBRIDGE_LISTEN_ADDR", "127.0.0.1:8081", "HOOKBRIDGE_ADMIN_ADDR", "127.0.0.1:8081"), "must differ"},
+		// Port 0 is a free port picked per listener (dev mode with 8080 and 9090 taken).
+		{"both listeners on port 0", base("HOOKBRIDGE_LISTEN_ADDR", "127.0.0.1:0", "HOOKBRIDGE_ADMIN_ADDR", "127.0.0.1:0"), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

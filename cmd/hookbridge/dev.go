@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,10 +16,15 @@ import (
 // devState is what `serve --dev` tells `send` and `tail` through
 // <data dir>/dev.json, so that the quick start works verbatim even when it
 // had to move the embedded NATS server off a taken port.
+//
+// `make up` writes the same file for the compose stack, with the addresses a
+// client on the host uses: KafkaBrokers when the bridge publishes to Kafka.
 type devState struct {
-	WebhookURL string `json:"webhook_url"`
-	NATSURL    string `json:"nats_url"`
-	SecretFile string `json:"secret_file"`
+	WebhookURL   string `json:"webhook_url"`
+	AdminURL     string `json:"admin_url,omitempty"`
+	NATSURL      string `json:"nats_url,omitempty"`
+	KafkaBrokers string `json:"kafka_brokers,omitempty"`
+	SecretFile   string `json:"secret_file"`
 
 	dir   string
 	notes []string
@@ -57,6 +60,9 @@ func prepareDev(environ map[string]string, io stdio) (*devState, error) {
 		st.SecretFile = path
 		st.notes = append(st.notes, "using the development secret in "+path)
 	}
+	// A taken default moves to port 0 on loopback: the kernel picks a free
+	// port when the listener opens, so two moved listeners never collide, and
+	// serve reports where they ended up (the log line, dev.json).
 	defaults := []struct{ name, def, fallback string }{
 		{"LISTEN_ADDR", ":8080", "127.0.0.1:0"},
 		{"ADMIN_ADDR", ":9090", "127.0.0.1:0"},
@@ -90,11 +96,10 @@ func loadOrCreateDevSecret(path string) (string, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	secret, err := newSecret(secretDefaultBytes)
+	if err != nil {
 		return "", err
 	}
-	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", err
 	}
@@ -119,10 +124,16 @@ func (st *devState) announce(log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info().Msgf("dev: webhooks at %s, workers connect to %s\n\n"+
+	log.Info().Msgf("dev: webhooks at %s, admin (health, metrics) at %s, workers connect to %s\n\n"+
 		"    try it:  make send          (or: go run ./cmd/hookbridge send --all)\n"+
-		"    watch:   make tail          (or: go run ./cmd/hookbridge tail)\n", st.WebhookURL, st.NATSURL)
+		"    watch:   make tail          (or: go run ./cmd/hookbridge tail)\n", st.WebhookURL, st.AdminURL, st.NATSURL)
 	return os.WriteFile(filepath.Join(st.dir, devStateFile), b, 0o600)
+}
+
+// withdraw removes dev.json when the dev bridge stops, so that send and tail
+// no longer aim at it (at a compose stack started later, say).
+func (st *devState) withdraw() {
+	_ = os.Remove(filepath.Join(st.dir, devStateFile))
 }
 
 // readDevState returns what a running `serve --dev` announced, if anything.

@@ -36,8 +36,9 @@ unique webhook-id and event id unless --duplicate is given. With --count,
 --concurrency and --rate it is also the load generator: it prints a progress
 line every second and a summary (status counts, req/s, latency percentiles).
 
-Defaults come from a running "hookbridge serve --dev" (HOOKBRIDGE_DATA_DIR/dev.json),
-else http://127.0.0.1:8080/webhooks/openai and HOOKBRIDGE_SECRETS / OPENAI_WEBHOOK_SECRET.
+Defaults come from a running "hookbridge serve --dev" or "make up"
+(HOOKBRIDGE_DATA_DIR/dev.json), else http://127.0.0.1:8080/webhooks/openai;
+the secret from HOOKBRIDGE_SECRETS / OPENAI_WEBHOOK_SECRET, else dev.json's.
 
 Examples:
   hookbridge send                                   one response.completed

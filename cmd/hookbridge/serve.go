@@ -31,8 +31,10 @@ publishes each event to <prefix>.<type> on the configured broker, answering
 2xx only after the broker has acknowledged it.
 
   --dev   local development: if no secret is configured, generate one under
-          HOOKBRIDGE_DATA_DIR and use it; if the embedded NATS port is taken,
-          pick a free one. Never use --dev in production.
+          HOOKBRIDGE_DATA_DIR and use it; if a default port (8080, 9090, the
+          embedded NATS 4222) is taken, use a free one instead; record the
+          addresses in HOOKBRIDGE_DATA_DIR/dev.json for send and tail.
+          Never use --dev in production.
 
 Configuration (environment):
 `
@@ -114,7 +116,7 @@ func later(a, b time.Time) time.Time {
 func runServe(args []string, io stdio) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	dev := fs.Bool("dev", false, "local development mode (generated secret, free NATS port if 4222 is taken)")
+	dev := fs.Bool("dev", false, "local development mode (generated secret, free ports for taken defaults)")
 	fs.Usage = func() { fmt.Fprint(io.err, serveUsage+configHelp()) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -392,9 +394,11 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		Str("broker", cfg.Broker).Str("dedup", cfg.Dedup).Msg("ready to receive webhooks")
 	if dev != nil {
 		dev.WebhookURL = webhookURL
+		dev.AdminURL = "http://" + hostForURL(adminLn.Addr())
 		if err := dev.announce(log); err != nil {
 			log.Warn().Err(err).Msg("could not write the dev state file")
 		}
+		defer dev.withdraw()
 	}
 
 	hup := make(chan os.Signal, 1)

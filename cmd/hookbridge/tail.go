@@ -33,10 +33,12 @@ event id, object id, webhook-id), or the raw JSON body with --json.
 rest: --type batch.completed, --type 'batch.*', --type 'agent.>'.
 Repeat --type for several filters (NATS servers ≥ 2.10).
 
-Defaults come from a running "hookbridge serve --dev" (HOOKBRIDGE_DATA_DIR/dev.json),
-else HOOKBRIDGE_NATS_URL, else nats://127.0.0.1:4222. With --kafka (default
-HOOKBRIDGE_KAFKA_BROKERS) it reads the matching <prefix>.* topics instead,
-with the HOOKBRIDGE_KAFKA_TLS*/SASL* settings.
+Defaults come from a running "hookbridge serve --dev" or "make up"
+(HOOKBRIDGE_DATA_DIR/dev.json), else HOOKBRIDGE_NATS_URL, else
+nats://127.0.0.1:4222. With --kafka (default HOOKBRIDGE_KAFKA_BROKERS, else
+the Kafka brokers in dev.json) it reads the matching <prefix>.* topics
+instead, with the HOOKBRIDGE_KAFKA_TLS*/SASL* settings; --nats overrides a
+Kafka default.
 
 Flags:
 `
@@ -65,7 +67,11 @@ func runTail(args []string, io stdio) int {
 	all := fs.Bool("all", false, "start from the first stored event instead of new ones")
 	asJSON := fs.Bool("json", false, "print each raw body (one JSON document per line)")
 	count := fs.Int("count", 0, "exit after this many events (0 = follow until interrupted)")
-	kafkaBrokers := fs.String("kafka", strings.Join(splitList(io.getenv(envPrefix+"KAFKA_BROKERS")), ","), "read from these Kafka brokers instead of NATS (host:port,…)")
+	defKafka := strings.Join(splitList(io.getenv(envPrefix+"KAFKA_BROKERS")), ",")
+	if defKafka == "" && haveDev {
+		defKafka = dev.KafkaBrokers
+	}
+	kafkaBrokers := fs.String("kafka", defKafka, "read from these Kafka brokers instead of NATS (host:port,…)")
 	kafkaTopic := fs.String("topic", io.getenv(envPrefix+"KAFKA_TOPIC"), "Kafka single-topic mode: read this topic")
 	group := fs.String("group", "", "Kafka consumer group (default: an ephemeral group that commits nothing)")
 	wait := fs.Duration("wait", 0, "with --count: give up (exit 1) after this long")
@@ -79,6 +85,11 @@ func runTail(args []string, io stdio) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(io.err, "hookbridge tail: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if explicit["nats"] && !explicit["kafka"] {
+		*kafkaBrokers = "" // --nats given: NATS, whatever the default said
 	}
 	filters := make([]string, 0, len(types))
 	for _, t := range types {

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestTailDefaultsFromDevState: tail reads Kafka when dev.json names Kafka
+// brokers (the compose stack, through `make up`), and --nats overrides that.
+// Both addresses refuse connections, so which one tail tried shows in its
+// error.
+func TestTailDefaultsFromDevState(t *testing.T) {
+	dir := t.TempDir()
+	st := `{"webhook_url":"http://127.0.0.1:8080/webhooks/openai","kafka_brokers":"127.0.0.1:1","secret_file":""}`
+	if err := os.WriteFile(filepath.Join(dir, "dev.json"), []byte(st), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOOKBRIDGE_DATA_DIR": dir}
+	tail := func(args ...string) string {
+		var out, errOut bytes.Buffer
+		code := runTail(args, stdio{in: strings.NewReader(""), out: &out, err: &errOut, getenv: func(k string) string { return env[k] }})
+		if code != 1 {
+			t.Errorf("tail %v: exit %d, want 1 (nothing listens)", args, code)
+		}
+		return errOut.String()
+	}
+	if msg := tail("--count", "1", "--wait", "2s"); !strings.Contains(msg, "list topics on 127.0.0.1:1") {
+		t.Errorf("with kafka_brokers in dev.json, tail did not read Kafka: %s", msg)
+	}
+	if msg := tail("--nats", "nats://127.0.0.1:2", "--count", "1", "--wait", "2s"); !strings.Contains(msg, "nats://127.0.0.1:2") {
+		t.Errorf("--nats did not override the Kafka default: %s", msg)
+	}
+	env["HOOKBRIDGE_KAFKA_BROKERS"] = "127.0.0.1:3"
+	if msg := tail("--count", "1", "--wait", "2s"); !strings.Contains(msg, "127.0.0.1:3") {
+		t.Errorf("HOOKBRIDGE_KAFKA_BROKERS did not take precedence over dev.json: %s", msg)
+	}
+}
