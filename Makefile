@@ -45,9 +45,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run='^$$' -fuzz='^FuzzObjectID$$' -fuzztime=$(FUZZTIME) ./schema
 	$(GO) test -run='^$$' -fuzz='^FuzzParseAck$$' -fuzztime=$(FUZZTIME) ./publish
 
-lint: $(BIN)/staticcheck ## go vet + staticcheck (installed from the Go module proxy)
+lint: $(BIN)/staticcheck ## go vet + staticcheck (installed from the Go module proxy), both modules
 	$(GO) vet $(PKG)
 	$(BIN)/staticcheck $(PKG)
+	cd deploy && $(GO) vet ./... && $(abspath $(BIN))/staticcheck ./...
 
 $(BIN)/staticcheck:
 	GOBIN=$(abspath $(BIN)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -55,8 +56,9 @@ $(BIN)/staticcheck:
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-tidy: ## go mod tidy, failing if it changed anything
+tidy: ## go mod tidy (both modules), failing if it changed anything
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd deploy && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 send: ## sign and POST one sample of every event type to the local bridge
 	$(GO) run ./cmd/hookbridge send --all
