@@ -8,6 +8,7 @@ FUZZTIME  ?= 60s
 BENCHCOUNT ?= 6
 STATICCHECK_VERSION := v0.8.2
 IMAGE     ?= hookbridge
+BROKER    ?= kafka
 
 .DEFAULT_GOAL := help
 .PHONY: help run build test test-short bench bench-e2e fuzz lint fmt tidy send tail docker up down clean
@@ -69,11 +70,19 @@ tail: ## print events as they arrive on the local bridge's stream
 docker: ## build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
 
-up: ## docker compose up: NATS, Kafka, Redis and hookbridge (needs a Docker engine)
-	docker compose up -d --build --wait
+up: ## docker compose up: NATS, Kafka, Redis and hookbridge on BROKER=kafka (default) or nats; then make send / make tail (needs a Docker engine)
+	@mkdir -p data
+	@umask 077; if [ -n "$$HOOKBRIDGE_SECRETS" ]; then printf '%s\n' "$$HOOKBRIDGE_SECRETS" > data/compose-secret; \
+	  elif [ ! -s data/compose-secret ]; then $(GO) run ./cmd/hookbridge secret new > data/compose-secret; fi
+	HOOKBRIDGE_SECRETS="$$(cat data/compose-secret)" HOOKBRIDGE_BROKER=$(BROKER) \
+	  HOOKBRIDGE_DEDUP=$(if $(filter nats,$(BROKER)),nats,redis) docker compose up -d --build --wait
+	@printf '{"webhook_url": "http://127.0.0.1:8080/webhooks/openai", "admin_url": "http://127.0.0.1:9090", %s, "secret_file": "data/compose-secret"}\n' \
+	  '$(if $(filter nats,$(BROKER)),"nats_url": "nats://127.0.0.1:4222","kafka_brokers": "localhost:9092")' > data/dev.json
+	@echo "up: hookbridge on $(BROKER); make send, make tail, make down (data/dev.json tells them where)"
 
 down: ## docker compose down, removing volumes
 	docker compose down -v
+	rm -f data/dev.json
 
 clean: ## remove build output and the local data dir
 	rm -rf $(BIN) data
