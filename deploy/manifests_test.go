@@ -705,3 +705,45 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEQuietTimePatch applies the README's patch for the quiet time of
+// HookbridgeNoWebhooks in an overlay, as a user would, and checks that it
+// changes that rule and no other.
+func TestREADMEQuietTimePatch(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)quiet time of\\s+`HookbridgeNoWebhooks`.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("the README has no patch for the quiet time of HookbridgeNoWebhooks")
+	}
+	overlay := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" +
+		"resources:\n  - ../../base\ncomponents:\n  - ../../components/monitoring\n" + string(m[1])
+	r, err := build(sourceFS(t, map[string]string{"examples/quiet/kustomization.yaml": overlay}), "examples/quiet")
+	if err != nil {
+		t.Fatalf("the README's patch does not build: %v", err)
+	}
+	for _, g := range r.promRules[0].Spec.Groups {
+		for _, rule := range g.Rules {
+			want := ""
+			for _, fg := range loadAlertRules(t).Groups {
+				for _, fr := range fg.Rules {
+					if fr.Alert == rule.Alert {
+						want = fr.For
+					}
+				}
+			}
+			if rule.Alert == "HookbridgeNoWebhooks" {
+				want = "24h"
+			}
+			got := ""
+			if rule.For != nil {
+				got = string(*rule.For)
+			}
+			if got != want {
+				t.Errorf("after the patch, %s has for %q, want %q", rule.Alert, got, want)
+			}
+		}
+	}
+}
