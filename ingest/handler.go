@@ -3,9 +3,6 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -68,6 +65,13 @@ type HandlerConfig struct {
 	// MaxBodyBytes bounds the body (default 1 MiB); larger requests get 413
 	// without the body being read whole.
 	MaxBodyBytes int64
+	// MaxInFlightBytes bounds the body bytes held by all requests at once,
+	// from the first byte read until the answer (default
+	// DefaultMaxInFlightBytes); MaxInFlightRequests bounds the requests past
+	// the header checks at once (default DefaultMaxInFlightRequests). Beyond
+	// either, requests get 503 + Retry-After without their body being read.
+	MaxInFlightBytes    int64
+	MaxInFlightRequests int
 	// PublishTimeout bounds dedup claim + publish per request (default 5s).
 	PublishTimeout time.Duration
 	// RetryAfter is sent with 503 responses (default 5s; 409 always says 1s,
@@ -77,8 +81,11 @@ type HandlerConfig struct {
 	Observer   Observer // optional
 }
 
-// Handler is the webhook endpoint: read (bounded) → verify → parse → claim →
-// publish → complete, answering 2xx only once the broker has acknowledged.
+// Handler is the webhook endpoint: header checks → admission (in-flight
+// bounds) → read (bounded, growing with the bytes received) → verify → parse
+// → claim → publish → complete, answering 2xx only once the broker has
+// acknowledged. Nothing before verification costs much more than what the
+// sender sent.
 type Handler struct {
 	cfg        HandlerConfig
 	log        zerolog.Logger
@@ -86,6 +93,8 @@ type Handler struct {
 	obs        Observer
 	retryAfter string
 	draining   atomic.Bool
+	adm        admission // global in-flight bounds (admit.go)
+	overload   OverloadObserver
 }
 
 // Drain makes every later response carry "Connection: close". Call it when
@@ -110,6 +119,12 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if cfg.MaxInFlightRequests <= 0 {
+		cfg.MaxInFlightRequests = DefaultMaxInFlightRequests
+	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 5 * time.Second
 	}
@@ -121,13 +136,16 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		obs = nopObserver{}
 	}
 	log := cfg.Log.With().Str("component", "ingest").Logger()
-	return &Handler{
+	h := &Handler{
 		cfg:        cfg,
 		log:        log,
 		warnLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		obs:        obs,
 		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second)),
-	}, nil
+	}
+	h.adm.maxBytes, h.adm.maxRequests = cfg.MaxInFlightBytes, int64(cfg.MaxInFlightRequests)
+	h.overload, _ = obs.(OverloadObserver)
+	return h, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -145,8 +163,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		return h.reply(w, http.StatusMethodNotAllowed, OutcomeMethodNotAllowed, "only POST is accepted")
 	}
 
-	body, o, msg := h.readBody(w, r)
+	// Everything that needs no body first: a request that is stale,
+	// incomplete or over a bound costs no body buffer.
+	id, ts, sig, err := h.cfg.Verifier.checkHeaders(r.Header)
+	if err != nil {
+		bodyUnread(w, r)
+		return h.rejectSignature(w, r, err)
+	}
+	if !h.adm.enter() {
+		return h.overloaded(w, r, "requests")
+	}
+	var held int64 // body bytes reserved by this request
+	defer h.adm.leave(&held)
+
+	body, o, msg := h.readBody(w, r, &held)
 	if o != "" {
+		if o == OutcomeUnavailable {
+			return h.overloaded(w, r, "body_bytes")
+		}
 		h.warnLog.Warn().Str("outcome", string(o)).Str("remote", r.RemoteAddr).Msg(msg)
 		status := http.StatusBadRequest
 		switch o {
@@ -158,7 +192,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		return h.reply(w, status, o, msg)
 	}
 
-	secret, err := h.cfg.Verifier.VerifyIndex(body, r.Header)
+	// The header checks are not repeated: their verdict is the one of the
+	// moment the request arrived.
+	secret, err := h.cfg.Verifier.match(body, id, ts, sig)
 	if err != nil {
 		return h.rejectSignature(w, r, err)
 	}
@@ -193,53 +229,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		putBudget(ctx)
 	}
 	return o
-}
-
-// readBody reads the whole body, bounded by MaxBodyBytes. On failure it
-// returns the outcome and a message for the sender.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Outcome, string) {
-	limit := h.cfg.MaxBodyBytes
-	if r.ContentLength > limit {
-		// Refuse before reading a byte; net/http closes the connection rather
-		// than draining a huge body.
-		return nil, OutcomeTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
-	}
-	var (
-		body []byte
-		err  error
-		rd   = r.Body
-	)
-	if r.ContentLength < 0 {
-		// Unknown length (chunked): the limit is enforced while reading. A
-		// known length is already bounded above, and net/http's body reader
-		// stops at it, so it needs no wrapper (one allocation less).
-		rd = http.MaxBytesReader(w, r.Body, limit)
-	}
-	if r.ContentLength >= 0 {
-		// Known length: one exact allocation, then make sure nothing follows.
-		// One byte of spare capacity receives the probe for trailing data
-		// (a local array would escape through the io.Reader: an allocation).
-		body = make([]byte, r.ContentLength, r.ContentLength+1)
-		if _, err = io.ReadFull(rd, body); err == nil {
-			if n, _ := rd.Read(body[len(body):cap(body)]); n > 0 {
-				err = errors.New("body longer than Content-Length")
-			}
-		}
-	} else {
-		body, err = io.ReadAll(rd)
-	}
-	if err == nil {
-		return body, "", ""
-	}
-	var tooBig *http.MaxBytesError
-	var netErr net.Error
-	switch {
-	case errors.As(err, &tooBig):
-		return nil, OutcomeTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", limit)
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return nil, OutcomeTimeout, "request body not received in time"
-	}
-	return nil, OutcomeBadRequest, "could not read the request body"
 }
 
 func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, err error) Outcome {
@@ -326,6 +315,29 @@ func (h *Handler) deliver(w http.ResponseWriter, ctx *budgetCtx, d *schema.Deliv
 	}
 	log.Debug().Str("event_type", string(d.Event.Type)).Str("event_id", d.Event.ID).Msg("published")
 	return h.reply(w, http.StatusOK, OutcomePublished, ""), true
+}
+
+// overloaded answers a request refused by a global in-flight bound. Its body
+// is left unread (or partly read): the connection is closed after the answer.
+func (h *Handler) overloaded(w http.ResponseWriter, r *http.Request, bound string) Outcome {
+	bodyUnread(w, r)
+	if h.overload != nil {
+		h.overload.Overloaded(bound)
+	}
+	h.warnLog.Warn().Str("bound", bound).Str("remote", r.RemoteAddr).Msg("request refused: in-flight bound reached")
+	return h.unavailable(w, "too many requests in flight; retry later")
+}
+
+// bodyUnread is called when answering without reading the body. Over
+// HTTP/1.x, net/http would otherwise read a body of up to 256 KiB before
+// writing the answer (to keep the connection), waiting for a sender that may
+// never send it; closing the connection answers at once. HTTP/2 resets the
+// stream by itself, and there "Connection: close" would end every stream of
+// the connection.
+func bodyUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 func (h *Handler) unavailable(w http.ResponseWriter, msg string) Outcome {

@@ -176,6 +176,12 @@ func (v *Verifier) VerifyIndex(body []byte, h Headers) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	return v.match(body, id, ts, sig)
+}
+
+// match is the signature check of VerifyIndex, for header values that
+// passed checkHeaders.
+func (v *Verifier) match(body []byte, id, ts, sig string) (int, error) {
 	sig = candidates(sig)
 	ks := v.keys.Load()
 	if i := ks.matchHMAC(id, ts, body, sig); i >= 0 {
@@ -435,6 +441,8 @@ func (k *macKey) match(id, ts string, body []byte, sig string) bool {
 // matchEd25519 checks "v1a,<base64 signature>" candidates against the whpk_
 // keys (Standard Webhooks' asymmetric scheme). Rare, so it may allocate.
 func (ks *keySet) matchEd25519(id, ts string, body []byte, sig string) int {
+	// msg is the signed content; the spare capacity after it receives each
+	// decoded signature, so that both are one allocation.
 	var msg []byte
 	for rest := sig; ; {
 		var tok string
@@ -446,14 +454,14 @@ func (ks *keySet) matchEd25519(id, ts string, body []byte, sig string) int {
 		if !ok || len(enc) != 88 {
 			continue
 		}
-		var raw [66]byte
-		n, err := strictB64.Decode(raw[:], []byte(enc))
+		if msg == nil {
+			msg = make([]byte, 0, len(id)+len(ts)+2+len(body)+66)
+			msg = append(append(append(append(append(msg, id...), '.'), ts...), '.'), body...)
+		}
+		raw := msg[len(msg):cap(msg)]
+		n, err := strictB64.Decode(raw, []byte(enc))
 		if err != nil || n != ed25519.SignatureSize {
 			continue
-		}
-		if msg == nil {
-			msg = make([]byte, 0, len(id)+len(ts)+2+len(body))
-			msg = append(append(append(append(append(msg, id...), '.'), ts...), '.'), body...)
 		}
 		for _, pk := range ks.pubs {
 			if ed25519Verify(pk.key, msg, raw[:n]) {

@@ -1,0 +1,69 @@
+package ingest
+
+import "sync/atomic"
+
+// Defaults of the global in-flight bounds (HandlerConfig).
+const (
+	DefaultMaxInFlightBytes    = 64 << 20
+	DefaultMaxInFlightRequests = 1024
+)
+
+// admission holds the global bounds on what requests may hold at once before
+// and while they are verified and published: how many are past the header
+// checks, and how many body bytes their buffers hold. Beyond either, a
+// request is answered 503 with Retry-After without its body being read, so
+// that many slow or idle senders cannot together exhaust memory.
+type admission struct {
+	maxRequests int64
+	maxBytes    int64
+	requests    atomic.Int64
+	bytes       atomic.Int64
+}
+
+// enter takes a request slot.
+func (a *admission) enter() bool {
+	if a.requests.Add(1) > a.maxRequests {
+		a.requests.Add(-1)
+		return false
+	}
+	return true
+}
+
+// leave gives back the slot and every byte the request still holds.
+func (a *admission) leave(held *int64) {
+	if *held != 0 {
+		a.bytes.Add(-*held)
+		*held = 0
+	}
+	a.requests.Add(-1)
+}
+
+// reserve adds n bytes to what the request holds, if the bound allows it.
+func (a *admission) reserve(held *int64, n int64) bool {
+	if a.bytes.Add(n) > a.maxBytes {
+		a.bytes.Add(-n)
+		return false
+	}
+	*held += n
+	return true
+}
+
+// release gives back n of the bytes the request holds (a buffer outgrown).
+func (a *admission) release(held *int64, n int64) {
+	a.bytes.Add(-n)
+	*held -= n
+}
+
+// InFlight reports the requests currently past the header checks and the
+// body bytes their buffers hold, for metrics.
+func (h *Handler) InFlight() (requests, bodyBytes int64) {
+	return h.adm.requests.Load(), h.adm.bytes.Load()
+}
+
+// OverloadObserver is an optional extension of Observer: a HandlerConfig
+// Observer that implements it is told of every request refused because a
+// global in-flight bound was reached, with the bound: "requests" or
+// "body_bytes".
+type OverloadObserver interface {
+	Overloaded(bound string)
+}
