@@ -6,11 +6,19 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// messageHeaderRoom is what a message on the bus carries besides the body:
-// the forwarded webhook headers (net/http bounds a request's headers by the
-// public server's MaxHeaderBytes, 64 KiB) and hookbridge's own. The embedded
-// server and the streams hookbridge creates allow the body limit plus this.
+// messageHeaderRoom is the most a message can carry besides the body: the
+// forwarded webhook headers are bounded by the public server's
+// MaxHeaderBytes. The embedded server, the streams hookbridge creates and the
+// Kafka writer allow the body limit plus this.
 const messageHeaderRoom = 64 << 10
+
+// fitHeaderRoom is the room fitBodyLimit keeps beside the body in a broker
+// whose limit hookbridge does not set: hookbridge's own headers and the
+// forwarded webhook headers come to about 1 KiB for OpenAI's deliveries.
+// Keeping the full messageHeaderRoom would take 64 KiB off the default body
+// limit on every broker left at its default 1 MiB, to cover requests whose
+// headers only the holder of the signing secret could make that large.
+const fitHeaderRoom = 16 << 10
 
 // fitBodyLimit makes sure that a body of HOOKBRIDGE_MAX_BODY_BYTES, with its
 // headers, fits in the largest message the broker accepts (brokerMax; 0 =
@@ -23,14 +31,14 @@ func fitBodyLimit(cfg *config, brokerMax int64, broker string, log zerolog.Logge
 	if brokerMax <= 0 {
 		return nil
 	}
-	fit := brokerMax - messageHeaderRoom
+	fit := brokerMax - fitHeaderRoom
 	if cfg.MaxBodyBytes <= fit {
 		return nil
 	}
 	if cfg.maxBodySet || fit < 1024 {
 		return fmt.Errorf("HOOKBRIDGE_MAX_BODY_BYTES=%d plus %d bytes of room for headers exceeds the largest message %s accepts (%d bytes): "+
 			"larger deliveries would be answered 503 and retried for 72 hours; set HOOKBRIDGE_MAX_BODY_BYTES to at most %d, or raise the broker's limit (%s)",
-			cfg.MaxBodyBytes, messageHeaderRoom, broker, brokerMax, max(fit, 0), brokerLimitName(broker))
+			cfg.MaxBodyBytes, fitHeaderRoom, broker, brokerMax, max(fit, 0), brokerLimitName(broker))
 	}
 	log.Warn().Int64("max_body_bytes", fit).Int64("default", cfg.MaxBodyBytes).Int64("broker_max_message_bytes", brokerMax).
 		Msgf("HOOKBRIDGE_MAX_BODY_BYTES lowered from its default to fit the largest message %s accepts; larger bodies get 413 (raise the broker's %s to accept them)",

@@ -73,9 +73,9 @@ func TestFitBodyLimit(t *testing.T) {
 	}{
 		{"unknown broker limit", false, mib, 0, mib, false, false},
 		{"fits", true, mib, 8 * mib, mib, false, false},
-		{"default lowered to fit a 1 MiB max_payload", false, mib, mib, mib - messageHeaderRoom, false, true},
+		{"default lowered to fit a 1 MiB max_payload", false, mib, mib, mib - fitHeaderRoom, false, true},
 		{"set by the operator: refused", true, mib, mib, 0, true, false},
-		{"set just small enough", true, mib - messageHeaderRoom, mib, mib - messageHeaderRoom, false, false},
+		{"set just small enough", true, mib - fitHeaderRoom, mib, mib - fitHeaderRoom, false, false},
 		{"broker far too small", false, mib, 2048, 0, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -371,7 +371,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		// Writing starts after the body is read and the broker answered.
 		WriteTimeout:   cfg.ReadTimeout + cfg.PublishTimeout + 5*time.Second,
 		IdleTimeout:    90 * time.Second,
-		MaxHeaderBytes: messageHeaderRoom,
+		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       newStdLogger(log, "http"),
 		// HTTP/2 (with TLS): net/http would allow 250 streams per
 		// connection, each a request in flight.
