@@ -411,29 +411,6 @@ func (h *Handler) deliver(w http.ResponseWriter, ctx *budgetCtx, d *schema.Deliv
 	return h.reply(w, http.StatusOK, OutcomePublished, ""), true
 }
 
-// overloaded answers a request refused by a global in-flight bound. Its body
-// is left unread (or partly read): the connection is closed after the answer.
-func (h *Handler) overloaded(w http.ResponseWriter, r *http.Request, bound string) Outcome {
-	bodyUnread(w, r)
-	if h.overload != nil {
-		h.overload.Overloaded(bound)
-	}
-	h.warnLog.Warn().Str("bound", bound).Str("remote", r.RemoteAddr).Msg("request refused: in-flight bound reached")
-	return h.unavailable(w, "too many requests in flight; retry later")
-}
-
-// bodyUnread is called when answering without reading the body. Over
-// HTTP/1.x, net/http would otherwise read a body of up to 256 KiB before
-// writing the answer (to keep the connection), waiting for a sender that may
-// never send it; closing the connection answers at once. HTTP/2 resets the
-// stream by itself, and there "Connection: close" would end every stream of
-// the connection.
-func bodyUnread(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
-	}
-}
-
 func (h *Handler) unavailable(w http.ResponseWriter, msg string) Outcome {
 	w.Header().Set("Retry-After", h.retryAfter)
 	return h.reply(w, http.StatusServiceUnavailable, OutcomeUnavailable, msg)
