@@ -11,21 +11,20 @@ const (
 	DefaultMaxInFlightRequests = 1024
 )
 
-// admission holds the global bounds on what requests may hold at once before
-// and while they are verified and published: how many are past the header
-// checks, and how many body bytes their buffers hold. Beyond either, a
-// request is answered 503 with Retry-After without its body being read, so
-// that many slow or idle senders cannot together exhaust memory.
+// admission counts what requests hold at once before and while they are
+// verified and published, against the global bounds of HandlerConfig: how
+// many are past the header checks (MaxInFlightRequests), and how many body
+// bytes their buffers hold (MaxInFlightBytes). Beyond either, a request is
+// answered 503 with Retry-After without its body being read, so that many
+// slow or idle senders cannot together exhaust memory.
 type admission struct {
-	maxRequests int64
-	maxBytes    int64
-	requests    atomic.Int64
-	bytes       atomic.Int64
+	requests atomic.Int64
+	bytes    atomic.Int64
 }
 
-// enter takes a request slot.
-func (a *admission) enter() bool {
-	if a.requests.Add(1) > a.maxRequests {
+// enter takes a request slot, if fewer than limit are taken.
+func (a *admission) enter(limit int64) bool {
+	if a.requests.Add(1) > limit {
 		a.requests.Add(-1)
 		return false
 	}
@@ -41,9 +40,10 @@ func (a *admission) leave(held *int64) {
 	a.requests.Add(-1)
 }
 
-// reserve adds n bytes to what the request holds, if the bound allows it.
-func (a *admission) reserve(held *int64, n int64) bool {
-	if a.bytes.Add(n) > a.maxBytes {
+// reserve adds n bytes to what the request holds, if the total stays
+// within limit.
+func (a *admission) reserve(held *int64, n, limit int64) bool {
+	if a.bytes.Add(n) > limit {
 		a.bytes.Add(-n)
 		return false
 	}
@@ -75,8 +75,8 @@ type OverloadObserver interface {
 // is left unread (or partly read): the connection is closed after the answer.
 func (h *Handler) overloaded(w http.ResponseWriter, r *http.Request, bound string) Outcome {
 	bodyUnread(w, r)
-	if h.overload != nil {
-		h.overload.Overloaded(bound)
+	if o, ok := h.obs.(OverloadObserver); ok {
+		o.Overloaded(bound)
 	}
 	h.warnLog.Warn().Str("bound", bound).Str("remote", r.RemoteAddr).Msg("request refused: in-flight bound reached")
 	return h.unavailable(w, "too many requests in flight; retry later")

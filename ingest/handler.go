@@ -84,20 +84,16 @@ type HandlerConfig struct {
 	Observer   Observer // optional
 }
 
-// Handler is the webhook endpoint: header checks → admission (in-flight
-// bounds) → read (bounded, growing with the bytes received) → verify → parse
-// → claim → publish → complete, answering 2xx only once the broker has
-// acknowledged. Nothing before verification costs much more than what the
-// sender sent.
+// Handler is the webhook endpoint: read (bounded) → verify → parse → claim →
+// publish → complete, answering 2xx only once the broker has acknowledged.
 type Handler struct {
 	cfg        HandlerConfig
+	adm        admission // global in-flight bounds (admit.go)
 	log        zerolog.Logger
 	warnLog    zerolog.Logger // sampled: rejected requests are attacker-controlled
 	obs        Observer
 	retryAfter string
 	draining   atomic.Bool
-	adm        admission // global in-flight bounds (admit.go)
-	overload   OverloadObserver
 }
 
 // Drain makes every later response carry "Connection: close". Call it when
@@ -139,16 +135,13 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		obs = nopObserver{}
 	}
 	log := cfg.Log.With().Str("component", "ingest").Logger()
-	h := &Handler{
+	return &Handler{
 		cfg:        cfg,
 		log:        log,
 		warnLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		obs:        obs,
 		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second)),
-	}
-	h.adm.maxBytes, h.adm.maxRequests = cfg.MaxInFlightBytes, int64(cfg.MaxInFlightRequests)
-	h.overload, _ = obs.(OverloadObserver)
-	return h, nil
+	}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -173,7 +166,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		bodyUnread(w, r)
 		return h.rejectSignature(w, r, err)
 	}
-	if !h.adm.enter() {
+	if !h.adm.enter(int64(h.cfg.MaxInFlightRequests)) {
 		return h.overloaded(w, r, "requests")
 	}
 	var held int64 // body bytes reserved by this request
@@ -270,7 +263,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, held *int64) 
 		size = limit + 1
 	}
 	first := min(size, bodyFirstAlloc)
-	if !h.adm.reserve(held, first) {
+	if !h.adm.reserve(held, first, h.cfg.MaxInFlightBytes) {
 		return nil, OutcomeUnavailable, "too many request bodies in flight; retry later"
 	}
 	buf := make([]byte, 0, first)
@@ -281,7 +274,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, held *int64) 
 				break // known length: the probe byte arrived, handled below
 			}
 			n := min(2*int64(cap(buf)), size)
-			if !h.adm.reserve(held, n) {
+			if !h.adm.reserve(held, n, h.cfg.MaxInFlightBytes) {
 				err = errOverBudget
 				break
 			}
