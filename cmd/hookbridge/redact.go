@@ -205,6 +205,9 @@ func cutPassword(auth []byte) []byte {
 	return auth
 }
 
+// stdioWriter is io.Writer where a parameter named io hides the package.
+type stdioWriter = interface{ Write([]byte) (int, error) }
+
 // redactWriter passes each write (zerolog writes one line per call) through
 // redactBytes. Lines with nothing to redact, nearly all, are written as they
 // are.

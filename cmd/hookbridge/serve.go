@@ -143,6 +143,7 @@ func runServe(args []string, io stdio) int {
 		return 2
 	}
 	log := newLogger(cfg, io)
+	routeRedisLogs(log)
 	// GC: the live heap is a few MiB (plus the memory dedup store), but at
 	// tens of thousands of req/s the default GOGC=100 collects constantly
 	// (~20% of the bridge's CPU). GOGC=300 cut bridge+broker CPU per request
@@ -297,7 +298,6 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		deduper = kv
 		checks["dedup"] = kv
 	case "redis":
-		routeRedisLogs(log)
 		rd, err := ingest.NewRedisDeduperURL(cfg.RedisURL, ingest.RedisOptions{TTL: cfg.DedupTTL, Lease: cfg.DedupLease})
 		if err != nil {
 			return fail(err)
@@ -337,10 +337,10 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	if err != nil {
 		return fail(err)
 	}
-	metrics.enableInFlight(handler)
 
 	var shuttingDown atomic.Bool
 	ready := newReadiness(checks, &shuttingDown)
+	metrics.enableInFlight(handler)
 	admin := &http.Server{
 		Addr:              cfg.AdminAddr,
 		Handler:           adminMux(ready, metrics.registry, cfg.PProf),
@@ -472,13 +472,6 @@ loop:
 	log.Info().Dur("duration_ms", time.Since(start)).Msg("shutdown complete")
 	return errors.Join(serveErr, err)
 }
-
-// maxConcurrentStreams bounds the requests one HTTP/2 connection carries at
-// once: RFC 9113's recommended minimum, far above what one sender needs.
-const maxConcurrentStreams = 100
-
-// stdioWriter is io.Writer where a parameter named io hides the package.
-type stdioWriter = interface{ Write([]byte) (int, error) }
 
 func listen(addr, variable string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)

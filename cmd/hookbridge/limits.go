@@ -6,6 +6,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// maxConcurrentStreams bounds the requests one HTTP/2 connection carries at
+// once: RFC 9113's recommended minimum, far above what one sender needs
+// (net/http would allow 250).
+const maxConcurrentStreams = 100
+
 // messageHeaderRoom is the most a message can carry besides the body: the
 // forwarded webhook headers are bounded by the public server's
 // MaxHeaderBytes. The embedded server, the streams hookbridge creates and the
