@@ -79,9 +79,8 @@ func TestFitBodyLimit(t *testing.T) {
 		{"broker far too small", false, mib, 2048, 0, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := &config{MaxBodyBytes: c.body, maxBodySet: c.set}
 			var buf bytes.Buffer
-			err := fitBodyLimit(cfg, c.brokerMax, "the NATS server", zerolog.New(&buf))
+			got, err := fitBodyLimit(c.body, c.set, c.brokerMax, "the NATS server", zerolog.New(&buf))
 			if (err != nil) != c.wantErr {
 				t.Fatalf("error %v, want error %v", err, c.wantErr)
 			}
@@ -91,8 +90,8 @@ func TestFitBodyLimit(t *testing.T) {
 				}
 				return
 			}
-			if cfg.MaxBodyBytes != c.want {
-				t.Errorf("body limit %d, want %d", cfg.MaxBodyBytes, c.want)
+			if got != c.want {
+				t.Errorf("body limit %d, want %d", got, c.want)
 			}
 			if warned := strings.Contains(buf.String(), `"level":"warn"`); warned != c.warns {
 				t.Errorf("warned %v, want %v: %s", warned, c.warns, buf.String())

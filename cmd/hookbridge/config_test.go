@@ -2,9 +2,14 @@ package main
 
 import (
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/publish"
 )
 
 func TestConfigOpsVariables(t *testing.T) {
@@ -67,6 +72,61 @@ func TestServeHelpListsOpsVariables(t *testing.T) {
 		"HOOKBRIDGE_RATE_BURST", "HOOKBRIDGE_RELOAD_INTERVAL (default 1s)", "HOOKBRIDGE_SHUTDOWN_GRACE (default 20s)"} {
 		if !strings.Contains(help, v) {
 			t.Errorf("serve --help does not list %s", v)
+		}
+	}
+}
+
+// TestEnvDefaultsMirrorPackageDefaults: where a library package has a default
+// for a setting, the variable's envDefault is that default, so that an unset
+// variable and an unset field mean the same. Defaults that exist only in this
+// command are listed as such; a new envDefault must be added to one of the
+// two lists.
+func TestEnvDefaultsMirrorPackageDefaults(t *testing.T) {
+	cfg, err := parseEnv[config](nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirrors := map[string]struct{ got, want any }{
+		"TOLERANCE":                {cfg.Tolerance, ingest.DefaultTolerance},
+		"MAX_IN_FLIGHT_BYTES":      {cfg.MaxInFlightBytes, int64(ingest.DefaultMaxInFlightBytes)},
+		"MAX_IN_FLIGHT_REQUESTS":   {cfg.MaxInFlightRequests, ingest.DefaultMaxInFlightRequests},
+		"TOPIC_PREFIX":             {cfg.TopicPrefix, publish.DefaultNATSPrefix},
+		"CE_SOURCE":                {cfg.CESource, publish.DefaultSource},
+		"NATS_STREAM":              {cfg.NATSStream, publish.DefaultNATSStream},
+		"NATS_DUPLICATE_WINDOW":    {cfg.NATSDuplicates, publish.DefaultNATSDuplicates},
+		"NATS_MAX_AGE":             {cfg.NATSMaxAge, publish.DefaultNATSMaxAge},
+		"EMBEDDED_NATS_ADDR":       {cfg.EmbeddedAddr, publish.DefaultEmbeddedAddr},
+		"DATA_DIR":                 {cfg.DataDir, publish.DefaultEmbeddedDataDir},
+		"KAFKA_MAX_TOPICS":         {cfg.KafkaMaxTopics, publish.DefaultKafkaMaxTopics},
+		"KAFKA_PARTITIONS":         {cfg.KafkaPartitions, publish.DefaultKafkaPartitions},
+		"KAFKA_REPLICATION_FACTOR": {cfg.KafkaReplication, publish.DefaultKafkaReplication},
+		"KAFKA_BATCH_TIMEOUT":      {cfg.KafkaBatchTimeout, publish.DefaultKafkaBatchTimeout},
+		"KAFKA_CLIENT_ID":          {cfg.KafkaClientID, publish.DefaultKafkaClientID},
+		"DEDUP_TTL":                {cfg.DedupTTL, ingest.DefaultDedupTTL},
+		"DEDUP_LEASE":              {cfg.DedupLease, ingest.DefaultDedupLease},
+		"DEDUP_BUCKET":             {cfg.DedupBucket, ingest.DefaultDedupBucket},
+		"DEDUP_MEMORY_MAX":         {cfg.DedupMax, ingest.DefaultMemoryMaxEntries},
+	}
+	if publish.DefaultKafkaPrefix != publish.DefaultNATSPrefix {
+		t.Errorf("one HOOKBRIDGE_TOPIC_PREFIX, two package defaults: %q and %q", publish.DefaultKafkaPrefix, publish.DefaultNATSPrefix)
+	}
+	ownDefaults := []string{
+		"PATH", "MAX_BODY_BYTES", "PUBLISH_TIMEOUT", // ingest's are literals in NewHandler
+		"LISTEN_ADDR", "ADMIN_ADDR", "READ_TIMEOUT", "RATE_LIMIT", "RATE_BURST",
+		"SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "RELOAD_INTERVAL",
+		"BROKER", "FORWARD_SIGNATURE", "NATS_REPLICAS", "EMBEDDED_SYNC", "KAFKA_CREATE_TOPICS",
+		"LOG_LEVEL", "LOG_FORMAT",
+	}
+	for _, f := range envFields(reflect.ValueOf(config{})) {
+		if f.field.Tag.Get("envDefault") == "" {
+			continue
+		}
+		m, ok := mirrors[f.name]
+		switch {
+		case ok && m.got != m.want:
+			t.Errorf("HOOKBRIDGE_%s defaults to %v, its package to %v", f.name, m.got, m.want)
+		case !ok && !slices.Contains(ownDefaults, f.name):
+			t.Errorf("HOOKBRIDGE_%s has a default in neither list of this test", f.name)
 		}
 	}
 }

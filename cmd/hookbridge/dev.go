@@ -35,22 +35,28 @@ const (
 	devStateFile  = "dev.json"
 )
 
-func dataDir(environ map[string]string) string {
-	if d := environ[envPrefix+"DATA_DIR"]; d != "" {
-		return d
-	}
-	return "./data"
+// devEnv is what dev mode reads of the environment contract.
+type devEnv struct {
+	Endpoint
+	ListenEnv
+	MessageEnv
+	EmbeddedEnv
+	DataEnv
 }
 
 // prepareDev adjusts environ for local development: a generated secret when
 // none is configured, a free port instead of a taken default, console logs,
 // and no shutdown delay. It never overrides what the user set explicitly.
-func prepareDev(environ map[string]string, io stdio) (*devState, error) {
-	st := &devState{dir: dataDir(environ)}
+func prepareDev(environ map[string]string) (*devState, error) {
+	e, err := parseEnv[devEnv](environ)
+	if err != nil {
+		return nil, err
+	}
+	st := &devState{dir: e.DataDir}
 	if err := os.MkdirAll(st.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("HOOKBRIDGE_DATA_DIR: %w", err)
 	}
-	if environ[envPrefix+"SECRETS"] == "" && environ["OPENAI_WEBHOOK_SECRET"] == "" && environ[envPrefix+"SECRETS_FILE"] == "" {
+	if !e.secretsConfigured(environ) {
 		path := filepath.Join(st.dir, devSecretFile)
 		secret, err := loadOrCreateDevSecret(path)
 		if err != nil {
@@ -63,23 +69,18 @@ func prepareDev(environ map[string]string, io stdio) (*devState, error) {
 	// A taken default moves to port 0 on loopback: the kernel picks a free
 	// port when the listener opens, so two moved listeners never collide, and
 	// serve reports where they ended up (the log line, dev.json).
-	defaults := []struct{ name, def, fallback string }{
-		{"LISTEN_ADDR", ":8080", "127.0.0.1:0"},
-		{"ADMIN_ADDR", ":9090", "127.0.0.1:0"},
-		{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "127.0.0.1:0"},
+	ports := []struct{ name, addr string }{{"LISTEN_ADDR", e.ListenAddr}, {"ADMIN_ADDR", e.AdminAddr}}
+	if e.Broker == "embedded" {
+		ports = append(ports, struct{ name, addr string }{"EMBEDDED_NATS_ADDR", e.EmbeddedAddr})
 	}
-	broker := environ[envPrefix+"BROKER"]
-	for _, d := range defaults {
-		if environ[envPrefix+d.name] != "" || (d.name == "EMBEDDED_NATS_ADDR" && broker != "" && broker != "embedded") {
+	for _, d := range ports {
+		if environ[envPrefix+d.name] != "" || portFree(d.addr) {
 			continue
 		}
-		if portFree(d.def) {
-			continue
-		}
-		environ[envPrefix+d.name] = d.fallback
-		st.notes = append(st.notes, fmt.Sprintf("%s is taken, so HOOKBRIDGE_%s uses a free port (see below)", d.def, d.name))
+		environ[envPrefix+d.name] = "127.0.0.1:0"
+		st.notes = append(st.notes, fmt.Sprintf("%s is taken, so HOOKBRIDGE_%s uses a free port (see below)", d.addr, d.name))
 	}
-	devLoopback(environ)
+	devLoopback(environ, e.ListenEnv)
 	if environ[envPrefix+"LOG_FORMAT"] == "" {
 		environ[envPrefix+"LOG_FORMAT"] = "console"
 	}
@@ -89,14 +90,15 @@ func prepareDev(environ map[string]string, io stdio) (*devState, error) {
 	return st, nil
 }
 
-// devLoopback binds the listeners the user did not set to 127.0.0.1: dev
-// mode serves a generated secret and an unauthenticated broker, which nothing
-// beyond this host should reach. (The embedded NATS server's default is
-// loopback already.)
-func devLoopback(environ map[string]string) {
-	for name, addr := range map[string]string{"LISTEN_ADDR": "127.0.0.1:8080", "ADMIN_ADDR": "127.0.0.1:9090"} {
+// devLoopback binds the listeners the user did not set to 127.0.0.1, on
+// their default ports: dev mode serves a generated secret and an
+// unauthenticated broker, which nothing beyond this host should reach. (The
+// embedded NATS server's default is loopback already.)
+func devLoopback(environ map[string]string, defaults ListenEnv) {
+	for name, addr := range map[string]string{"LISTEN_ADDR": defaults.ListenAddr, "ADMIN_ADDR": defaults.AdminAddr} {
 		if environ[envPrefix+name] == "" {
-			environ[envPrefix+name] = addr
+			_, port, _ := net.SplitHostPort(addr)
+			environ[envPrefix+name] = net.JoinHostPort("127.0.0.1", port)
 		}
 	}
 }
@@ -149,12 +151,9 @@ func (st *devState) withdraw() {
 	_ = os.Remove(filepath.Join(st.dir, devStateFile))
 }
 
-// readDevState returns what a running `serve --dev` announced, if anything.
-func readDevState(environ func(string) string) (*devState, bool) {
-	dir := environ(envPrefix + "DATA_DIR")
-	if dir == "" {
-		dir = "./data"
-	}
+// readDevState returns what a running `serve --dev` or `make up` announced
+// in dir, if anything.
+func readDevState(dir string) (*devState, bool) {
 	b, err := os.ReadFile(filepath.Join(dir, devStateFile))
 	if err != nil {
 		return nil, false

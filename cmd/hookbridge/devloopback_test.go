@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"testing"
 )
 
 // Dev mode binds both listeners to loopback unless told otherwise.
 func TestDevListensOnLoopback(t *testing.T) {
-	var out bytes.Buffer
-	io := stdio{out: &out, err: &out}
 	environ := map[string]string{envPrefix + "DATA_DIR": t.TempDir()}
-	if _, err := prepareDev(environ, io); err != nil {
+	if _, err := prepareDev(environ); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := loadConfig(environ)
@@ -26,7 +23,7 @@ func TestDevListensOnLoopback(t *testing.T) {
 	}
 
 	environ = map[string]string{envPrefix + "DATA_DIR": t.TempDir(), envPrefix + "LISTEN_ADDR": "0.0.0.0:0"}
-	if _, err := prepareDev(environ, io); err != nil {
+	if _, err := prepareDev(environ); err != nil {
 		t.Fatal(err)
 	}
 	if got := environ[envPrefix+"LISTEN_ADDR"]; got != "0.0.0.0:0" {

@@ -25,31 +25,30 @@ const messageHeaderRoom = 64 << 10
 // headers only the holder of the signing secret could make that large.
 const fitHeaderRoom = 16 << 10
 
-// fitBodyLimit makes sure that a body of HOOKBRIDGE_MAX_BODY_BYTES, with its
-// headers, fits in the largest message the broker accepts (brokerMax; 0 =
-// unknown). Otherwise every such delivery would be answered 503 and retried
-// by OpenAI for 72 hours. A limit the operator set is never lowered: start-up
-// fails, saying what to change. The default is lowered with a warning, so
-// that a broker with default settings works out of the box, answering 413 to
-// the (rare) bodies between the two.
-func fitBodyLimit(cfg *config, brokerMax int64, broker string, log zerolog.Logger) error {
+// fitBodyLimit returns the body limit to use: limit (HOOKBRIDGE_MAX_BODY_BYTES),
+// made sure to fit, with its headers, in the largest message the broker
+// accepts (brokerMax; 0 = unknown). Otherwise every larger delivery would be
+// answered 503 and retried by OpenAI for 72 hours. A limit the operator set
+// is never lowered: start-up fails, saying what to change. The default is
+// lowered with a warning, so that a broker with default settings works out of
+// the box, answering 413 to the (rare) bodies between the two.
+func fitBodyLimit(limit int64, set bool, brokerMax int64, broker string, log zerolog.Logger) (int64, error) {
 	if brokerMax <= 0 {
-		return nil
+		return limit, nil
 	}
 	fit := brokerMax - fitHeaderRoom
-	if cfg.MaxBodyBytes <= fit {
-		return nil
+	if limit <= fit {
+		return limit, nil
 	}
-	if cfg.maxBodySet || fit < 1024 {
-		return fmt.Errorf("HOOKBRIDGE_MAX_BODY_BYTES=%d plus %d bytes of room for headers exceeds the largest message %s accepts (%d bytes): "+
+	if set || fit < 1024 {
+		return 0, fmt.Errorf("HOOKBRIDGE_MAX_BODY_BYTES=%d plus %d bytes of room for headers exceeds the largest message %s accepts (%d bytes): "+
 			"larger deliveries would be answered 503 and retried for 72 hours; set HOOKBRIDGE_MAX_BODY_BYTES to at most %d, or raise the broker's limit (%s)",
-			cfg.MaxBodyBytes, fitHeaderRoom, broker, brokerMax, max(fit, 0), brokerLimitName(broker))
+			limit, fitHeaderRoom, broker, brokerMax, max(fit, 0), brokerLimitName(broker))
 	}
-	log.Warn().Int64("max_body_bytes", fit).Int64("default", cfg.MaxBodyBytes).Int64("broker_max_message_bytes", brokerMax).
+	log.Warn().Int64("max_body_bytes", fit).Int64("default", limit).Int64("broker_max_message_bytes", brokerMax).
 		Msgf("HOOKBRIDGE_MAX_BODY_BYTES lowered from its default to fit the largest message %s accepts; larger bodies get 413 (raise the broker's %s to accept them)",
 			broker, brokerLimitName(broker))
-	cfg.MaxBodyBytes = fit
-	return nil
+	return fit, nil
 }
 
 func brokerLimitName(broker string) string {

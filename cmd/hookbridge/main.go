@@ -19,16 +19,16 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-// stdio is what every subcommand reads and writes, so tests can run them
-// in-process.
+// stdio is what every subcommand reads and writes, the environment
+// included, so tests can run them in-process.
 type stdio struct {
 	in       io.Reader
 	out, err io.Writer
-	getenv   func(string) string
+	env      map[string]string
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr, os.Getenv}))
+	os.Exit(run(os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr, environMap(os.Environ())}))
 }
 
 const usage = `hookbridge: OpenAI webhooks → NATS JetStream / Kafka

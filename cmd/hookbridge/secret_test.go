@@ -10,7 +10,7 @@ import (
 
 func runSecretTest(args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
-	code := run(args, stdio{in: strings.NewReader(""), out: &out, err: &errOut, getenv: func(string) string { return "" }})
+	code := run(args, stdio{in: strings.NewReader(""), out: &out, err: &errOut, env: nil})
 	return code, out.String(), errOut.String()
 }
 

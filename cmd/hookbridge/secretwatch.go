@@ -136,7 +136,7 @@ func (w *fileWatch) run(ctx context.Context, interval time.Duration) {
 
 // secretReloader applies HOOKBRIDGE_SECRETS(_FILE) to the verifier.
 type secretReloader struct {
-	cfg      *config
+	endpoint Endpoint
 	environ  map[string]string
 	verifier *ingest.Verifier
 	metrics  *metrics
@@ -145,7 +145,7 @@ type secretReloader struct {
 }
 
 func newSecretReloader(cfg *config, environ map[string]string, v *ingest.Verifier, m *metrics, log zerolog.Logger) *secretReloader {
-	r := &secretReloader{cfg: cfg, environ: environ, verifier: v, metrics: m, log: log}
+	r := &secretReloader{endpoint: cfg.Endpoint, environ: environ, verifier: v, metrics: m, log: log}
 	m.secretsLoaded.Set(float64(len(cfg.secrets)))
 	warnShortSecrets(cfg.secrets, log)
 	if cfg.SecretsFile != "" {
@@ -159,7 +159,7 @@ func newSecretReloader(cfg *config, environ map[string]string, v *ingest.Verifie
 // apply parses the environment's secrets plus file and installs them. Values
 // are never logged, only how many there are.
 func (r *secretReloader) apply(file []byte) error {
-	secrets, err := r.cfg.secretsWith(r.environ, file)
+	secrets, err := r.endpoint.parseSecrets(r.environ, file)
 	if err == nil && len(secrets) == 0 {
 		err = errors.New("no secrets found")
 	}

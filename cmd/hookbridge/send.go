@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -23,6 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/hookbridge/hookbridge/ingest"
 	"github.com/hookbridge/hookbridge/schema"
@@ -65,9 +67,14 @@ type sendOptions struct {
 func runSend(args []string, io stdio) int {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	dev, haveDev := readDevState(io.getenv)
-	defURL := "http://127.0.0.1:8080/webhooks/openai"
-	if haveDev && dev.WebhookURL != "" {
+	e, err := parseEnv[sendEnv](io.env)
+	if err != nil {
+		fmt.Fprintf(io.err, "hookbridge send: %v\n", err)
+		return 2
+	}
+	dev, _ := readDevState(e.DataDir)
+	defURL := localURL(e.ListenAddr, e.Path)
+	if dev != nil && dev.WebhookURL != "" {
 		defURL = dev.WebhookURL
 	}
 	var o sendOptions
@@ -107,7 +114,7 @@ func runSend(args []string, io stdio) int {
 		o.types = []schema.Type{t}
 	}
 	if o.secret == "" {
-		o.secret = defaultSecret(io.getenv, dev)
+		o.secret = e.defaultSecret(io.env, dev)
 	}
 	if o.secret == "" {
 		fmt.Fprintln(io.err, "hookbridge send: no secret: pass --secret, set HOOKBRIDGE_SECRETS, or start the bridge with `make run` (which creates a dev secret)")
@@ -128,27 +135,42 @@ func runSend(args []string, io stdio) int {
 	return 0
 }
 
-func defaultSecret(getenv func(string) string, dev *devState) string {
-	list := getenv(envPrefix + "SECRETS")
-	if list == "" {
-		list = getenv("OPENAI_WEBHOOK_SECRET")
-	}
-	if list == "" && getenv(envPrefix+"SECRETS_FILE") != "" {
-		if b, err := os.ReadFile(getenv(envPrefix + "SECRETS_FILE")); err == nil {
-			list = string(b)
-		}
-	}
-	if list == "" && dev != nil && dev.SecretFile != "" {
+// sendEnv is what send reads of the environment contract: where the bridge
+// listens, its secrets, and dev.json's directory.
+type sendEnv struct {
+	Endpoint
+	ListenEnv
+	DataEnv
+}
+
+// defaultSecret is the secret deliveries are signed with when --secret is not
+// given: the first of the bridge's, which during a rotation is the new one;
+// else the one a running dev bridge or `make up` uses.
+func (e sendEnv) defaultSecret(environ map[string]string, dev *devState) string {
+	file, _ := e.readSecretsFile() // unreadable: the bridge would not start either
+	list, _ := e.secretList(environ, file)
+	if strings.TrimSpace(list) == "" && dev != nil && dev.SecretFile != "" {
 		if b, err := os.ReadFile(dev.SecretFile); err == nil {
 			list = string(b)
 		}
 	}
-	// The first secret signs: during a rotation it is the new one.
-	f := strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' })
+	f := strings.FieldsFunc(list, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	if len(f) == 0 {
 		return ""
 	}
 	return f[0]
+}
+
+// localURL is the URL a client on this host reaches a listener on addr at.
+func localURL(addr, path string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr + path
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + path
 }
 
 // signingKey returns the HMAC key for secret, validated by the same rules as

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -18,11 +19,6 @@ import (
 	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )
-
-// splitList splits a comma- or space-separated list, dropping empty items.
-func splitList(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
-}
 
 const tailUsage = `Usage: hookbridge tail [flags]
 
@@ -48,102 +44,125 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
+// tailEnv is what tail reads of the environment contract: where the bus is,
+// and dev.json's directory.
+type tailEnv struct {
+	MessageEnv
+	NATSEnv
+	StreamEnv
+	KafkaEnv
+	DataEnv
+}
+
+// tailOptions is what to follow, and how to print it.
+type tailOptions struct {
+	natsURL, stream string
+	kafka           publish.KafkaConfig // Brokers empty: NATS
+	group           string
+	filters         []string
+	all, asJSON     bool
+	count           int
+	wait            time.Duration
+}
+
 func runTail(args []string, io stdio) int {
+	o, code := parseTail(args, io)
+	if o == nil {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.count > 0 && o.wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.wait)
+		defer cancel()
+	}
+	var n int
+	var err error
+	if len(o.kafka.Brokers) > 0 {
+		n, err = tailKafka(ctx, o.kafka, o.filters, o.group, o.all, o.asJSON, o.count, io.out)
+	} else {
+		n, err = tailNATS(ctx, o.natsURL, o.stream, o.filters, o.all, o.asJSON, o.count, io.out)
+	}
+	if err != nil {
+		fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
+		return 1
+	}
+	if o.count > 0 && n < o.count {
+		fmt.Fprintf(io.err, "hookbridge tail: got %d of %d events before giving up\n", n, o.count)
+		return 1
+	}
+	return 0
+}
+
+// parseTail reads the flags, whose defaults come from the environment and
+// dev.json; nil and the exit code when there is nothing to run.
+func parseTail(args []string, io stdio) (*tailOptions, int) {
+	e, err := parseEnv[tailEnv](io.env)
+	if err != nil {
+		fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
+		return nil, 2
+	}
+	defNATS, defKafka := e.NATSURL, strings.Join(e.KafkaBrokers, ",")
+	if dev, ok := readDevState(e.DataDir); ok {
+		defNATS = cmp.Or(dev.NATSURL, defNATS)
+		defKafka = cmp.Or(defKafka, dev.KafkaBrokers)
+	}
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	dev, haveDev := readDevState(io.getenv)
-	defNATS := io.getenv(envPrefix + "NATS_URL")
-	if haveDev && dev.NATSURL != "" {
-		defNATS = dev.NATSURL
-	}
-	if defNATS == "" {
-		defNATS = "nats://127.0.0.1:4222"
-	}
 	var types multiFlag
-	natsURL := fs.String("nats", defNATS, "NATS server URL")
-	stream := fs.String("stream", envOr(io.getenv, "NATS_STREAM", "OPENAI_WEBHOOKS"), "JetStream stream")
-	prefix := fs.String("prefix", envOr(io.getenv, "TOPIC_PREFIX", "openai"), "subject prefix")
+	o := &tailOptions{}
+	fs.StringVar(&o.natsURL, "nats", cmp.Or(defNATS, "nats://"+publish.DefaultEmbeddedAddr), "NATS server URL")
+	fs.StringVar(&o.stream, "stream", e.NATSStream, "JetStream stream")
+	prefix := fs.String("prefix", e.TopicPrefix, "subject prefix")
 	fs.Var(&types, "type", "event type filter (repeatable; * and > wildcards)")
-	all := fs.Bool("all", false, "start from the first stored event instead of new ones")
-	asJSON := fs.Bool("json", false, "print each raw body (one JSON document per line)")
-	count := fs.Int("count", 0, "exit after this many events (0 = follow until interrupted)")
-	defKafka := strings.Join(splitList(io.getenv(envPrefix+"KAFKA_BROKERS")), ",")
-	if defKafka == "" && haveDev {
-		defKafka = dev.KafkaBrokers
-	}
+	fs.BoolVar(&o.all, "all", false, "start from the first stored event instead of new ones")
+	fs.BoolVar(&o.asJSON, "json", false, "print each raw body (one JSON document per line)")
+	fs.IntVar(&o.count, "count", 0, "exit after this many events (0 = follow until interrupted)")
 	kafkaBrokers := fs.String("kafka", defKafka, "read from these Kafka brokers instead of NATS (host:port,…)")
-	kafkaTopic := fs.String("topic", io.getenv(envPrefix+"KAFKA_TOPIC"), "Kafka single-topic mode: read this topic")
-	group := fs.String("group", "", "Kafka consumer group (default: an ephemeral group that commits nothing)")
-	wait := fs.Duration("wait", 0, "with --count: give up (exit 1) after this long")
+	topic := fs.String("topic", e.KafkaTopic, "Kafka single-topic mode: read this topic")
+	fs.StringVar(&o.group, "group", "", "Kafka consumer group (default: an ephemeral group that commits nothing)")
+	fs.DurationVar(&o.wait, "wait", 0, "with --count: give up (exit 1) after this long")
 	fs.Usage = func() { fmt.Fprint(io.err, tailUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return nil, 0
 		}
-		return 2
+		return nil, 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(io.err, "hookbridge tail: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return nil, 2
 	}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
 	if explicit["nats"] && !explicit["kafka"] {
 		*kafkaBrokers = "" // --nats given: NATS, whatever the default said
 	}
-	filters := make([]string, 0, len(types))
-	for _, t := range types {
-		s, err := typeFilter(*prefix, t)
+	if o.filters, err = typeFilters(*prefix, types); err != nil {
+		fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
+		return nil, 2
+	}
+	e.KafkaBrokers, e.KafkaTopic = strings.FieldsFunc(*kafkaBrokers, func(r rune) bool { return r == ',' || r == ' ' }), *topic
+	o.kafka = e.KafkaEnv.kafkaConfig(*prefix, "hookbridge-tail")
+	return o, 0
+}
+
+// typeFilters maps the --type patterns to subject filters under prefix;
+// none is every subject under it.
+func typeFilters(prefix string, patterns []string) ([]string, error) {
+	if len(patterns) == 0 {
+		return []string{prefix + ".>"}, nil
+	}
+	filters := make([]string, 0, len(patterns))
+	for _, t := range patterns {
+		s, err := typeFilter(prefix, t)
 		if err != nil {
-			fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
-			return 2
+			return nil, err
 		}
 		filters = append(filters, s)
 	}
-	if len(filters) == 0 {
-		filters = []string{*prefix + ".>"}
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if *count > 0 && *wait > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *wait)
-		defer cancel()
-	}
-	var n int
-	var err error
-	if *kafkaBrokers != "" {
-		kcfg := publish.KafkaConfig{
-			Brokers: splitList(*kafkaBrokers), Prefix: *prefix, Topic: *kafkaTopic,
-			ClientID: "hookbridge-tail",
-			TLS: publish.KafkaTLS{
-				Enabled: io.getenv(envPrefix+"KAFKA_TLS") == "true", CAFile: io.getenv(envPrefix + "KAFKA_TLS_CA_FILE"),
-				CertFile: io.getenv(envPrefix + "KAFKA_TLS_CERT_FILE"), KeyFile: io.getenv(envPrefix + "KAFKA_TLS_KEY_FILE"),
-			},
-			SASL: publish.KafkaSASL{Mechanism: io.getenv(envPrefix + "KAFKA_SASL_MECHANISM"),
-				Username: io.getenv(envPrefix + "KAFKA_SASL_USERNAME"), Password: io.getenv(envPrefix + "KAFKA_SASL_PASSWORD")},
-		}
-		n, err = tailKafka(ctx, kcfg, filters, *group, *all, *asJSON, *count, io.out)
-	} else {
-		n, err = tailNATS(ctx, *natsURL, *stream, filters, *all, *asJSON, *count, io.out)
-	}
-	if err != nil {
-		fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
-		return 1
-	}
-	if *count > 0 && n < *count {
-		fmt.Fprintf(io.err, "hookbridge tail: got %d of %d events before giving up\n", n, *count)
-		return 1
-	}
-	return 0
-}
-
-func envOr(getenv func(string) string, name, def string) string {
-	if v := getenv(envPrefix + name); v != "" {
-		return v
-	}
-	return def
+	return filters, nil
 }
 
 // typeFilter maps a type pattern to a subject filter under prefix.

@@ -21,7 +21,7 @@ func TestTailDefaultsFromDevState(t *testing.T) {
 	env := map[string]string{"HOOKBRIDGE_DATA_DIR": dir}
 	tail := func(args ...string) string {
 		var out, errOut bytes.Buffer
-		code := runTail(args, stdio{in: strings.NewReader(""), out: &out, err: &errOut, getenv: func(k string) string { return env[k] }})
+		code := runTail(args, stdio{in: strings.NewReader(""), out: &out, err: &errOut, env: env})
 		if code != 1 {
 			t.Errorf("tail %v: exit %d, want 1 (nothing listens)", args, code)
 		}

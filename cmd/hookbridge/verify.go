@@ -83,25 +83,14 @@ func runVerify(args []string, io stdio) int {
 		return usageErr("unexpected argument %q (the body comes from --body-file or stdin)", fs.Arg(0))
 	}
 
-	list, source, err := verifySecretList(secrets, io.getenv)
+	list, parsed, err := verifySecrets(secrets, io.env)
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	parsed, err := ingest.ParseSecrets(list)
-	if err != nil {
-		return usageErr("%s:\n%v", source, err)
-	}
 
-	kv := make([]string, 0, 2*len(headers))
-	for i, h := range headers {
-		name, value, ok := strings.Cut(h, ":")
-		name = strings.TrimSpace(name)
-		// The value may be a signature: the message names the flag, not it.
-		if !ok || name == "" || strings.ContainsFunc(name, unicode.IsSpace) {
-			return usageErr("-H #%d: expected 'name: value'", i+1)
-		}
-		// As net/http does on the wire: surrounding blanks are not the value.
-		kv = append(kv, name, strings.Trim(value, " \t"))
+	h, err := headerFlags(headers)
+	if err != nil {
+		return usageErr("%v", err)
 	}
 
 	opts := []ingest.VerifierOption{ingest.WithTolerance(*tolerance)}
@@ -125,7 +114,6 @@ func runVerify(args []string, io stdio) int {
 		return usageErr("reading the body: %v", err)
 	}
 
-	h := ingest.HeaderPairs(kv...)
 	n, err := v.VerifyIndex(body, h)
 	if err != nil {
 		var ve *ingest.VerifyError
@@ -137,6 +125,29 @@ func runVerify(args []string, io stdio) int {
 		return 1
 	}
 
+	printValid(io.out, body, h, n)
+	return 0
+}
+
+// headerFlags turns the -H flags into headers.
+func headerFlags(flags []string) (ingest.Headers, error) {
+	kv := make([]string, 0, 2*len(flags))
+	for i, h := range flags {
+		name, value, ok := strings.Cut(h, ":")
+		name = strings.TrimSpace(name)
+		// The value may be a signature: the message names the flag, not it.
+		if !ok || name == "" || strings.ContainsFunc(name, unicode.IsSpace) {
+			return nil, fmt.Errorf("-H #%d: expected 'name: value'", i+1)
+		}
+		// As net/http does on the wire: surrounding blanks are not the value.
+		kv = append(kv, name, strings.Trim(value, " \t"))
+	}
+	return ingest.HeaderPairs(kv...), nil
+}
+
+// printValid prints the line for a valid delivery: what the bridge would do
+// with it, and which secret (by position) matched.
+func printValid(w io.Writer, body []byte, h ingest.Headers, secret int) {
 	wid := printable(h.Get(ingest.HeaderID))
 	ev, err := schema.Parse(body)
 	if err != nil {
@@ -145,11 +156,10 @@ func runVerify(args []string, io stdio) int {
 		if errors.As(err, &pe) {
 			reason = pe.Reason
 		}
-		fmt.Fprintf(io.out, "valid: webhook-id=%s secret=#%d, but the body is not a routable event and would be dead-lettered: %s (%v)\n", wid, n+1, reason, err)
-		return 0
+		fmt.Fprintf(w, "valid: webhook-id=%s secret=#%d, but the body is not a routable event and would be dead-lettered: %s (%v)\n", wid, secret+1, reason, err)
+		return
 	}
-	fmt.Fprintf(io.out, "valid: type=%s id=%s webhook-id=%s secret=#%d\n", ev.Type, printable(ev.ID), wid, n+1)
-	return 0
+	fmt.Fprintf(w, "valid: type=%s id=%s webhook-id=%s secret=#%d\n", ev.Type, printable(ev.ID), wid, secret+1)
 }
 
 // readBody reads the body verbatim from path, or from stdin for "" or "-".
@@ -160,32 +170,31 @@ func readBody(path string, stdin io.Reader) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// verifySecretList picks the secrets by the documented precedence and names
-// where they came from, for error messages.
-func verifySecretList(flags []string, getenv func(string) string) (list, source string, err error) {
+// verifySecrets returns the --secret flags' secrets, else those serve would
+// use, and their text (for hints).
+func verifySecrets(flags []string, environ map[string]string) (string, []ingest.Secret, error) {
 	if len(flags) > 0 {
-		return strings.Join(flags, " "), "--secret", nil
-	}
-	// The same sources, combined the same way, as `hookbridge serve`: the
-	// variable (or OpenAI's) plus the file, so verify checks what serve would.
-	var parts, sources []string
-	for _, name := range []string{"HOOKBRIDGE_SECRETS", "OPENAI_WEBHOOK_SECRET"} {
-		if s := getenv(name); strings.TrimSpace(s) != "" {
-			parts, sources = append(parts, s), append(sources, name)
-			break
-		}
-	}
-	if path := getenv("HOOKBRIDGE_SECRETS_FILE"); path != "" {
-		b, err := os.ReadFile(path)
+		list := strings.Join(flags, " ")
+		s, err := ingest.ParseSecrets(list)
 		if err != nil {
-			return "", "", fmt.Errorf("HOOKBRIDGE_SECRETS_FILE: %w", err)
+			return "", nil, fmt.Errorf("--secret:\n%w", err)
 		}
-		parts, sources = append(parts, string(b)), append(sources, "HOOKBRIDGE_SECRETS_FILE")
+		return list, s, nil
 	}
-	if len(parts) > 0 {
-		return strings.Join(parts, " "), strings.Join(sources, "+"), nil
+	e, err := parseEnv[Endpoint](environ)
+	if err != nil {
+		return "", nil, err
 	}
-	return "", "", errors.New("no secret: give --secret, or set HOOKBRIDGE_SECRETS, OPENAI_WEBHOOK_SECRET or HOOKBRIDGE_SECRETS_FILE")
+	file, err := e.readSecretsFile()
+	if err != nil {
+		return "", nil, err
+	}
+	list, _ := e.secretList(environ, file)
+	s, err := e.parseSecrets(environ, file)
+	if err == nil && len(s) == 0 {
+		err = errors.New("no secret: give --secret, or set HOOKBRIDGE_SECRETS, OPENAI_WEBHOOK_SECRET or HOOKBRIDGE_SECRETS_FILE")
+	}
+	return list, s, err
 }
 
 // verifyHint tells a human what usually causes each failure, on stderr so

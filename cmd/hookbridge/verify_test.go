@@ -27,10 +27,10 @@ func runVerifyTest(t *testing.T, stdin string, env map[string]string, args ...st
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code := runVerify(args, stdio{
-		in:     strings.NewReader(stdin),
-		out:    &out,
-		err:    &errOut,
-		getenv: func(k string) string { return env[k] },
+		in:  strings.NewReader(stdin),
+		out: &out,
+		err: &errOut,
+		env: env,
 	})
 	// Whatever happened, no secret and no signature was printed.
 	for _, s := range []string{tvSecret, tvSig[3:], strings.TrimPrefix(tvSecret, "whsec_"), strings.TrimPrefix(otherSecret, "whsec_"), "not-a-valid"} {
@@ -94,7 +94,7 @@ func TestVerifyCommandValid(t *testing.T) {
 	}
 	t.Run("dispatched by run", func(t *testing.T) {
 		var out bytes.Buffer
-		code := run(append([]string{"verify"}, vecArgs("--secret", tvSecret)...), stdio{strings.NewReader(tvBody), &out, &bytes.Buffer{}, func(string) string { return "" }})
+		code := run(append([]string{"verify"}, vecArgs("--secret", tvSecret)...), stdio{strings.NewReader(tvBody), &out, &bytes.Buffer{}, nil})
 		if code != 0 || out.String() != tvValid {
 			t.Fatalf("exit %d, %q", code, &out)
 		}
