@@ -90,28 +90,15 @@ type Embedded struct {
 
 // StartEmbedded starts the server and waits until it accepts clients.
 func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = DefaultEmbeddedAddr
-	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = DefaultEmbeddedDataDir
-	}
-	if cfg.MaxPayload <= 0 {
-		cfg.MaxPayload = DefaultEmbeddedMaxPayload
-	}
+	cfg = cfg.withDefaults()
 	log = log.With().Str("component", "publish.nats").Str("server", "embedded").Logger()
-
-	host, portText, err := net.SplitHostPort(cfg.Addr)
+	host, port, err := embeddedAddr(cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("publish: embedded NATS: address %q (HOOKBRIDGE_EMBEDDED_NATS_ADDR): %w", cfg.Addr, err)
+		return nil, err
 	}
 	auth, err := cfg.auth()
 	if err != nil {
 		return nil, err
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil || port < 0 || port > 65535 {
-		return nil, fmt.Errorf("publish: embedded NATS: address %q (HOOKBRIDGE_EMBEDDED_NATS_ADDR): bad port", cfg.Addr)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT // 0 means "default 4222" to nats-server
@@ -120,7 +107,6 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 		// ourselves, with the ways out.
 		return nil, err
 	}
-
 	opts := &server.Options{
 		ServerName: "hookbridge-embedded",
 		Host:       host,
@@ -138,40 +124,83 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 	}
 	sl := &serverLog{log: log}
 	srv.SetLoggerV2(sl, log.GetLevel() <= zerolog.DebugLevel, log.GetLevel() <= zerolog.TraceLevel, false)
+	if err := startServer(srv, sl, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	e := &Embedded{srv: srv, log: log, auth: auth}
+	if e.url, err = clientURL(srv, host); err != nil {
+		stopServer(srv)
+		return nil, err
+	}
+	log.Info().Str("url", e.url).Str("store_dir", cfg.DataDir).Bool("sync_always", cfg.SyncAlways).
+		Str("auth", auth.kind()).Msg("embedded NATS started")
+	return e, nil
+}
+
+func (cfg EmbeddedConfig) withDefaults() EmbeddedConfig {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultEmbeddedAddr
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultEmbeddedDataDir
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = DefaultEmbeddedMaxPayload
+	}
+	return cfg
+}
+
+// embeddedAddr splits the server's host:port.
+func embeddedAddr(addr string) (host string, port int, err error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("publish: embedded NATS: address %q (HOOKBRIDGE_EMBEDDED_NATS_ADDR): %w", addr, err)
+	}
+	port, err = strconv.Atoi(portText)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("publish: embedded NATS: address %q (HOOKBRIDGE_EMBEDDED_NATS_ADDR): bad port", addr)
+	}
+	return host, port, nil
+}
+
+// startServer starts srv and waits until it accepts clients with JetStream
+// on; on failure the server is stopped and the error says why.
+func startServer(srv *server.Server, sl *serverLog, dataDir string) error {
 	srv.Start()
 	if !waitReady(srv, sl) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+		stopServer(srv)
 		if ferr := sl.fatal(); ferr != nil {
-			return nil, fmt.Errorf("publish: embedded NATS did not start: %w", ferr)
+			return fmt.Errorf("publish: embedded NATS did not start: %w", ferr)
 		}
-		return nil, fmt.Errorf("publish: embedded NATS not ready after %s", embeddedStartTimeout)
+		return fmt.Errorf("publish: embedded NATS not ready after %s", embeddedStartTimeout)
 	}
 	if !srv.JetStreamEnabled() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+		stopServer(srv)
 		reason := sl.fatal()
 		if reason == nil {
 			reason = errors.New("see the server log at debug level")
 		}
-		return nil, fmt.Errorf("publish: embedded NATS: JetStream did not start (DataDir %q): %w", cfg.DataDir, reason)
+		return fmt.Errorf("publish: embedded NATS: JetStream did not start (DataDir %q): %w", dataDir, reason)
 	}
+	return nil
+}
 
-	e := &Embedded{srv: srv, log: log, auth: auth}
+func stopServer(srv *server.Server) {
+	srv.Shutdown()
+	srv.WaitForShutdown()
+}
+
+// clientURL is the nats:// URL workers reach srv at: its bound port, on
+// loopback when it listens on every interface.
+func clientURL(srv *server.Server, host string) (string, error) {
 	bound, ok := srv.Addr().(*net.TCPAddr)
 	if !ok {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		return nil, errors.New("publish: embedded NATS: no TCP listener")
+		return "", errors.New("publish: embedded NATS: no TCP listener")
 	}
-	urlHost := host
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		urlHost = "127.0.0.1" // listening on all interfaces; loopback reaches it locally
+		host = "127.0.0.1"
 	}
-	e.url = "nats://" + net.JoinHostPort(urlHost, strconv.Itoa(bound.Port))
-	log.Info().Str("url", e.url).Str("store_dir", cfg.DataDir).Bool("sync_always", cfg.SyncAlways).
-		Str("auth", auth.kind()).Msg("embedded NATS started")
-	return e, nil
+	return "nats://" + net.JoinHostPort(host, strconv.Itoa(bound.Port)), nil
 }
 
 // waitReady waits up to embeddedStartTimeout for the server to accept
@@ -230,8 +259,7 @@ func (e *Embedded) Connect(log zerolog.Logger) (*nats.Conn, error) {
 // Shutdown stops the server and waits until its store is closed. Close the
 // publishers and connections first.
 func (e *Embedded) Shutdown() {
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
+	stopServer(e.srv)
 	e.log.Info().Msg("embedded NATS stopped")
 }
 

@@ -63,7 +63,6 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 		return nil, err
 	}
 	b.natsURL = br.clientURL
-	b.metrics.brokerUp(br.pub)
 	checks := map[string]checker{"broker": br.pub}
 
 	dedup, dedupCheck, steps, err := openDedup(startCtx, cfg, br)
@@ -84,7 +83,9 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 		return nil, err
 	}
 	b.metrics.enableInFlight(b.handler)
-	if err := b.buildServers(newReadiness(checks, &b.shutting)); err != nil {
+	ready := newReadiness(checks, &b.shutting)
+	b.metrics.brokerUp(ready)
+	if err := b.buildServers(ready); err != nil {
 		return nil, err
 	}
 	return b, b.listen()

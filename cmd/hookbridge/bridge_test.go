@@ -74,6 +74,9 @@ func TestBridgeInProcess(t *testing.T) {
 	if got := getStatus(t, b.adminURL+"/readyz"); got != http.StatusOK {
 		t.Fatalf("/readyz %d before the shutdown", got)
 	}
+	if m := getBody(t, b.adminURL+"/metrics"); !strings.Contains(m, `hookbridge_broker_up{broker="embedded"} 1`) {
+		t.Errorf("/metrics does not report the broker up:\n%s", m)
+	}
 	if msg := lastMessage(t, b.natsURL, "openai.batch.completed"); !bytes.Equal(msg, body) {
 		t.Errorf("stream holds %q, want the delivery's body", msg)
 	}
@@ -121,6 +124,20 @@ func postStatus(t *testing.T, req *http.Request) string {
 		t.Fatal(err)
 	}
 	return r.Status + r.Error
+}
+
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func getStatus(t *testing.T, url string) int {

@@ -147,7 +147,13 @@ func newMetrics(version, broker string) *metrics {
 	reg.MustRegister(m.requests, m.duration, m.sigFailures, m.secretMatches, m.events,
 		m.publishDur, m.publishErrors, m.dedup, m.secretReloadErrors, m.secretsLoaded, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.resolveChildren()
+	return m
+}
 
+// resolveChildren looks up, once, the children of every label value known
+// at construction.
+func (m *metrics) resolveChildren() {
 	m.byOutcome = make(map[ingest.Outcome]outcomeObs, len(knownOutcomes))
 	for _, o := range knownOutcomes {
 		m.byOutcome[o] = outcomeObs{m.requests.WithLabelValues(string(o)), m.duration.WithLabelValues(string(o))}
@@ -167,22 +173,23 @@ func newMetrics(version, broker string) *metrics {
 	for _, r := range knownDedupResults {
 		m.byDedup[r] = m.dedup.WithLabelValues(r)
 	}
-	m.publishOK = m.publishDur.WithLabelValues(broker, "ok")
-	m.publishErr = m.publishDur.WithLabelValues(broker, "error")
-	m.publishErrN = m.publishErrors.WithLabelValues(broker)
-	return m
+	m.publishOK = m.publishDur.WithLabelValues(m.broker, "ok")
+	m.publishErr = m.publishDur.WithLabelValues(m.broker, "error")
+	m.publishErrN = m.publishErrors.WithLabelValues(m.broker)
 }
 
-// brokerUp registers a gauge that asks the publisher at scrape time.
-func (m *metrics) brokerUp(c checker) {
+// brokerUp registers a gauge that reports the broker check of ready at
+// scrape time. It shares readiness's evaluation, so scrapes and probes
+// together ask the broker at most once a second.
+func (m *metrics) brokerUp(ready *readiness) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "hookbridge_broker_up",
 		Help:        "1 when the broker connection and stream/topics are ready, else 0.",
 		ConstLabels: prometheus.Labels{"broker": m.broker},
 	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), readinessTimeout)
 		defer cancel()
-		if c.Check(ctx) != nil {
+		if ready.evaluate(ctx)["broker"] != nil {
 			return 0
 		}
 		return 1

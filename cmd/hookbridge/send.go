@@ -290,6 +290,28 @@ func fmtDur(d time.Duration) string {
 // send runs the deliveries with o.concurrency workers, pacing to o.rate.
 func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *sendSummary {
 	total := o.count * len(o.types)
+	jobs := deliveries(ctx, o)
+	client := sendClient(o)
+	defer client.CloseIdleConnections()
+	r := &sendRun{o: o, start: time.Now(), total: total, verbose: !o.quiet && total <= 50, out: out,
+		sum: &sendSummary{byStatus: map[string]int64{}, latencies: make([]time.Duration, 0, total)}}
+	var wg sync.WaitGroup
+	for range o.concurrency {
+		wg.Go(func() { r.work(ctx, newPoster(client, o.url, key), jobs) })
+	}
+	done := make(chan struct{})
+	if !o.quiet && total > 50 {
+		go r.progress(done, errw)
+	}
+	wg.Wait()
+	close(done)
+	r.sum.elapsed = time.Since(r.start)
+	r.sum.sent, r.sum.ok = r.sent.Load(), r.ok.Load()
+	return r.sum
+}
+
+// deliveries prepares o's deliveries, count of each type, until ctx ends.
+func deliveries(ctx context.Context, o sendOptions) <-chan delivery {
 	jobs := make(chan delivery, o.concurrency)
 	go func() {
 		defer close(jobs)
@@ -309,8 +331,13 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 			}
 		}
 	}()
+	return jobs
+}
 
-	client := &http.Client{
+// sendClient keeps one connection per worker and never follows a redirect
+// (the bridge never sends one; a proxy that does is worth seeing).
+func sendClient(o sendOptions) *http.Client {
+	return &http.Client{
 		Timeout: o.timeout,
 		Transport: &http.Transport{
 			MaxIdleConns:        o.concurrency,
@@ -321,76 +348,76 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	defer client.CloseIdleConnections()
+}
 
-	var (
-		sent, ok atomic.Int64
-		mu       sync.Mutex
-		sum      = &sendSummary{byStatus: map[string]int64{}, latencies: make([]time.Duration, 0, total)}
-		wg       sync.WaitGroup
-		start    = time.Now()
-		slot     atomic.Int64 // paced send slots, for --rate
-	)
-	verbose := !o.quiet && total <= 50
-	for w := 0; w < o.concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, total/o.concurrency+1)
-			p := newPoster(client, o.url, key)
-			for d := range jobs {
-				if o.rate > 0 {
-					at := start.Add(time.Duration(float64(slot.Add(1)-1) / o.rate * float64(time.Second)))
-					if wait := time.Until(at); wait > 0 {
-						select {
-						case <-time.After(wait):
-						case <-ctx.Done():
-						}
-					}
-				}
-				t0 := time.Now()
-				status, code := p.post(ctx, d)
-				lat = append(lat, time.Since(t0))
-				sent.Add(1)
-				if code >= 200 && code < 300 {
-					ok.Add(1)
-				}
-				if verbose {
-					fmt.Fprintf(out, "%-28s %-34s %s\n", status, d.typ, d.id)
-				}
-			}
-			mu.Lock()
-			sum.latencies = append(sum.latencies, lat...)
-			for k, v := range p.counts {
-				sum.byStatus[k] += *v
-			}
-			mu.Unlock()
-		}()
-	}
+// sendRun is the state the workers of one send share.
+type sendRun struct {
+	o        sendOptions
+	start    time.Time
+	total    int
+	verbose  bool
+	out      io.Writer
+	sent, ok atomic.Int64
+	slot     atomic.Int64 // paced send slots, for --rate
 
-	done := make(chan struct{})
-	if !o.quiet && total > 50 {
-		go func() {
-			tick := time.NewTicker(time.Second)
-			defer tick.Stop()
-			var last int64
-			for {
-				select {
-				case <-done:
-					return
-				case <-tick.C:
-					n := sent.Load()
-					fmt.Fprintf(errw, "progress: %d/%d sent, %d 2xx, %d req/s\n", n, total, ok.Load(), n-last)
-					last = n
-				}
-			}
-		}()
+	mu  sync.Mutex
+	sum *sendSummary
+}
+
+// work posts deliveries from jobs until it is closed, then adds what it saw
+// to the summary.
+func (r *sendRun) work(ctx context.Context, p *poster, jobs <-chan delivery) {
+	lat := make([]time.Duration, 0, r.total/r.o.concurrency+1)
+	for d := range jobs {
+		r.pace(ctx)
+		t0 := time.Now()
+		status, code := p.post(ctx, d)
+		lat = append(lat, time.Since(t0))
+		r.sent.Add(1)
+		if code >= 200 && code < 300 {
+			r.ok.Add(1)
+		}
+		if r.verbose {
+			fmt.Fprintf(r.out, "%-28s %-34s %s\n", status, d.typ, d.id)
+		}
 	}
-	wg.Wait()
-	close(done)
-	sum.elapsed = time.Since(start)
-	sum.sent, sum.ok = sent.Load(), ok.Load()
-	return sum
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sum.latencies = append(r.sum.latencies, lat...)
+	for k, v := range p.counts {
+		r.sum.byStatus[k] += *v
+	}
+}
+
+// pace waits for the next send slot of --rate, if any.
+func (r *sendRun) pace(ctx context.Context) {
+	if r.o.rate <= 0 {
+		return
+	}
+	at := r.start.Add(time.Duration(float64(r.slot.Add(1)-1) / r.o.rate * float64(time.Second)))
+	if wait := time.Until(at); wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// progress prints a line a second until done is closed.
+func (r *sendRun) progress(done <-chan struct{}, w io.Writer) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last int64
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			n := r.sent.Load()
+			fmt.Fprintf(w, "progress: %d/%d sent, %d 2xx, %d req/s\n", n, r.total, r.ok.Load(), n-last)
+			last = n
+		}
+	}
 }
 
 // poster sends deliveries for one worker, reusing what it can between
