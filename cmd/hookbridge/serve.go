@@ -86,12 +86,12 @@ func serve(ctx context.Context, dev bool, io stdio) int {
 }
 
 // setGCPercent sets GOGC to 300 unless the environment sets it. The live heap
-// is a few MiB (plus the memory dedup store), but at tens of thousands of
-// requests a second the default GOGC=100 collects constantly (~20% of the
-// bridge's CPU); 300 cut bridge+broker CPU per request by ~20% in
-// `make bench-e2e` (peak RSS 27 → 33 MiB with dedup nats/off). No memory
-// limit is set: with dedup=memory the live heap grows with the ids kept, and
-// a limit near it would make the GC run back to back.
+// is a few MiB (plus the memory dedup store), so at the default of 100 the
+// collector runs constantly at tens of thousands of requests a second, for
+// about a fifth of the CPU per request (make bench-e2e); 300 trades a few
+// MiB of heap for it. No memory limit is set: with dedup=memory the live heap
+// grows with the ids kept, and a limit near it would make the collector run
+// back to back.
 func setGCPercent(environ map[string]string) {
 	if _, set := environ["GOGC"]; !set {
 		debug.SetGCPercent(300)
