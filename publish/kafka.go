@@ -75,10 +75,6 @@ const (
 // routable type (at most schema.MaxTypeLen bytes).
 const maxPrefixLen = maxTopicLen - 1 - schema.MaxTypeLen
 
-// checkTTL is how long a readiness result is reused: probes from several
-// kubelets and load balancers should not each open a broker connection.
-const checkTTL = time.Second
-
 func (cfg KafkaConfig) withDefaults() KafkaConfig {
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultKafkaPrefix
@@ -159,10 +155,6 @@ type Kafka struct {
 	topics    topicCache
 	warned    sync.Map // topics reported missing while CreateTopics is off
 	closed    atomic.Bool
-
-	checkMu  sync.Mutex
-	checkAt  time.Time
-	checkErr error
 }
 
 // NewKafka validates cfg, connects, and provisions the start-up topics when
@@ -313,24 +305,13 @@ func (k *Kafka) Publish(ctx context.Context, d *schema.Delivery) error {
 // Check reports whether a broker answers a metadata request on a fresh
 // connection and the base topic (the single topic, or the dead-letter topic)
 // exists. A fresh connection matters: kafka-go's transport keeps serving its
-// last good metadata while the cluster is gone.
+// last good metadata while the cluster is gone. Each call opens one: a
+// caller that probes often bounds how often it asks.
 func (k *Kafka) Check(ctx context.Context) error {
 	if k.closed.Load() {
 		return kafkaUnavailable{errors.New("publish: kafka publisher is closed")}
 	}
-	k.checkMu.Lock()
-	if !k.checkAt.IsZero() && time.Since(k.checkAt) < checkTTL {
-		err := k.checkErr
-		k.checkMu.Unlock()
-		return err
-	}
-	k.checkMu.Unlock()
-
-	err := k.probe(ctx)
-	k.checkMu.Lock()
-	k.checkAt, k.checkErr = time.Now(), err
-	k.checkMu.Unlock()
-	return err
+	return k.probe(ctx)
 }
 
 func (k *Kafka) probe(ctx context.Context) error {

@@ -38,9 +38,6 @@ const (
 
 	// natsCloseFlush bounds Close's final flush when its ctx has no deadline.
 	natsCloseFlush = 5 * time.Second
-
-	// natsCheckEvery is how long a readiness answer is reused.
-	natsCheckEvery = time.Second
 )
 
 // NATSConfig configures the JetStream publisher and the stream it provisions.
@@ -134,11 +131,6 @@ type NATS struct {
 	mu       sync.RWMutex
 	closed   bool
 	inflight sync.WaitGroup
-
-	checkEvery time.Duration
-	checkMu    sync.Mutex
-	checkAt    time.Time
-	checkErr   error
 }
 
 // NewNATS provisions the stream on nc and returns a publisher. An existing
@@ -157,8 +149,7 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig, log zerolog.Log
 	if err != nil {
 		return nil, fmt.Errorf("publish: jetstream: %w", err)
 	}
-	n := &NATS{nc: nc, js: js, cfg: cfg, log: log, checkEvery: natsCheckEvery,
-		expectStream: []string{cfg.Stream}}
+	n := &NATS{nc: nc, js: js, cfg: cfg, log: log, expectStream: []string{cfg.Stream}}
 	if err := n.provision(ctx); err != nil {
 		return nil, err
 	}
@@ -229,30 +220,12 @@ func provisionHint(err error) string {
 // subjectsCapture reports whether one of the stream subjects matches every
 // subject that want (a filter such as "openai.>") matches.
 func subjectsCapture(subjects []string, want string) bool {
-	w := strings.Split(want, ".")
 	for _, s := range subjects {
-		if filterCovers(strings.Split(s, "."), w) {
+		if SubjectMatches(s, want) {
 			return true
 		}
 	}
 	return false
-}
-
-// filterCovers reports whether filter f matches every subject that filter w
-// matches, token by token.
-func filterCovers(f, w []string) bool {
-	for i, ft := range f {
-		if ft == ">" {
-			return i < len(w)
-		}
-		if i >= len(w) || w[i] == ">" {
-			return false
-		}
-		if ft != "*" && (ft != w[i] || w[i] == "*") {
-			return false
-		}
-	}
-	return len(f) == len(w)
 }
 
 // Publish sends d to "<prefix>.<type>" and returns nil once JetStream has
@@ -323,9 +296,8 @@ func (n *NATS) publishHint(err error) string {
 	return ""
 }
 
-// Check reports whether the connection is up and the stream answers. The
-// stream lookup is cached for about a second so probes cannot hammer the
-// server.
+// Check reports whether the connection is up and the stream answers. Each
+// call asks the server: a caller that probes often bounds how often it asks.
 func (n *NATS) Check(ctx context.Context) error {
 	n.mu.RLock()
 	closed := n.closed
@@ -336,24 +308,10 @@ func (n *NATS) Check(ctx context.Context) error {
 	if st := n.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, strings.ToLower(st.String()))
 	}
-	n.checkMu.Lock()
-	if !n.checkAt.IsZero() && time.Since(n.checkAt) < n.checkEvery {
-		err := n.checkErr
-		n.checkMu.Unlock()
-		return err
+	if _, err := n.js.Stream(ctx, n.cfg.Stream); err != nil {
+		return fmt.Errorf("%w: stream %q: %w", ErrUnavailable, n.cfg.Stream, err)
 	}
-	n.checkMu.Unlock()
-
-	// Not under the lock: a probe stuck on a dead server must not block
-	// others beyond their own ctx.
-	_, err := n.js.Stream(ctx, n.cfg.Stream)
-	if err != nil {
-		err = fmt.Errorf("%w: stream %q: %w", ErrUnavailable, n.cfg.Stream, err)
-	}
-	n.checkMu.Lock()
-	n.checkAt, n.checkErr = time.Now(), err
-	n.checkMu.Unlock()
-	return err
+	return nil
 }
 
 // JetStream returns the JetStream context on the publisher's connection, for

@@ -27,7 +27,7 @@ func tailKafka(ctx context.Context, cfg publish.KafkaConfig, filters []string, g
 		}
 		for _, n := range names {
 			for _, f := range filters {
-				if subjectMatches(f, n) {
+				if publish.SubjectMatches(f, n) {
 					topics = append(topics, n)
 					break
 				}
@@ -73,19 +73,4 @@ func tailKafka(ctx context.Context, cfg publish.KafkaConfig, filters []string, g
 		}
 	}
 	return n, nil
-}
-
-// subjectMatches reports whether name matches a NATS-style filter: "*"
-// matches one token, ">" the rest.
-func subjectMatches(filter, name string) bool {
-	f, n := strings.Split(filter, "."), strings.Split(name, ".")
-	for i, tok := range f {
-		if tok == ">" {
-			return len(n) > i
-		}
-		if i >= len(n) || (tok != "*" && tok != n[i]) {
-			return false
-		}
-	}
-	return len(f) == len(n)
 }
