@@ -12,6 +12,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/internal/tracing"
 	"github.com/hookbridge/hookbridge/schema"
 )
 
@@ -94,6 +95,8 @@ type config struct {
 
 	// secrets is the parsed form of Secrets/SecretsFile/OPENAI_WEBHOOK_SECRET.
 	secrets []ingest.Secret
+	// tracing is read from the standard OTEL_* variables (tracing.go).
+	tracing tracing.Config
 }
 
 // loadConfig reads the environment and validates it, returning every problem
@@ -248,6 +251,9 @@ func (c *config) validate(environ map[string]string) error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		bad("LOG_FORMAT", "%q is not json or console", c.LogFormat)
 	}
+	if c.tracing, err = tracing.FromEnv(environ); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -311,6 +317,7 @@ func (c *config) redacted() map[string]any {
 		out[envPrefix+name] = val
 	}
 	out["secrets_configured"] = len(c.secrets)
+	out["otel_tracing"] = c.tracing.Summary()
 	return out
 }
 

@@ -67,6 +67,7 @@ const (
 	stageDedup
 	stageConn
 	stageEmbedded
+	stageTracing
 	stageAdmin
 )
 
@@ -117,7 +118,7 @@ func runServe(args []string, io stdio) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.err)
 	dev := fs.Bool("dev", false, "local development mode (generated secret, free ports for taken defaults)")
-	fs.Usage = func() { fmt.Fprint(io.err, serveUsage+configHelp()) }
+	fs.Usage = func() { fmt.Fprint(io.err, serveUsage+configHelp()+tracingHelp) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -303,6 +304,11 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	if err != nil {
 		return fail(err)
 	}
+	traces, err := startTracing(cfg.tracing, metrics.registry, log) // nil when off
+	if err != nil {
+		return fail(err)
+	}
+	cleanup = append(cleanup, tracingSteps(traces)...)
 	secrets := newSecretReloader(cfg, environMap(os.Environ()), verifier, metrics, log)
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{
 		Verifier:       verifier,
@@ -313,6 +319,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		PublishTimeout: cfg.PublishTimeout,
 		Log:            log,
 		Observer:       metrics,
+		TracerProvider: traces.TracerProvider(), // nil when off
 	})
 	if err != nil {
 		return fail(err)

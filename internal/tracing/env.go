@@ -59,8 +59,8 @@ type Config struct {
 
 	// The span queue (OTEL_BSP_*): how long a span may wait for a batch, how
 	// long one batch may take to export (retries included), how many spans
-	// wait at most (beyond, spans are dropped and counted), and how many go
-	// in one request.
+	// are held at most, waiting or being exported (beyond, spans are dropped
+	// and counted), and how many go in one request.
 	ScheduleDelay time.Duration
 	ExportTimeout time.Duration
 	MaxQueueSize  int

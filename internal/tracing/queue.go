@@ -25,16 +25,20 @@ type Stats interface {
 	SpansDropped(reason string, n int)
 }
 
-// queue is the span processor: ended spans wait in a bounded channel and one
-// goroutine exports them in batches. OnEnd never blocks: when the queue is
-// full the span is dropped and counted, so a slow or unreachable collector,
-// or a flood of requests, costs memory up to the bound and nothing else.
+// queue is the span processor: ended spans wait in a channel and one
+// goroutine exports them in batches. At most OTEL_BSP_MAX_QUEUE_SIZE spans
+// are held at once, waiting or being exported. OnEnd never blocks: beyond
+// the bound the span is dropped and counted, so a slow or unreachable
+// collector, or a flood of requests, costs memory up to the bound and
+// nothing else.
 //
 // It replaces the SDK's batch span processor, which counts its drops only
 // where Prometheus cannot see them.
 type queue struct {
 	exp           *exporter
 	spans         chan sdktrace.ReadOnlySpan
+	maxHeld       int64
+	held          atomic.Int64 // spans queued, batched or being exported
 	maxBatch      int
 	delay         time.Duration
 	exportTimeout time.Duration
@@ -64,6 +68,7 @@ func newQueue(exp *exporter, c Config, stats Stats, log zerolog.Logger) *queue {
 	q := &queue{
 		exp:           exp,
 		spans:         make(chan sdktrace.ReadOnlySpan, c.MaxQueueSize),
+		maxHeld:       int64(c.MaxQueueSize),
 		maxBatch:      c.MaxBatchSize,
 		delay:         c.ScheduleDelay,
 		exportTimeout: c.ExportTimeout,
@@ -90,15 +95,21 @@ func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
 		q.stats.SpansDropped(DropShutdown, 1)
 		return
 	}
+	if q.held.Add(1) > q.maxHeld {
+		q.held.Add(-1)
+		q.stats.SpansDropped(DropQueueFull, 1)
+		return
+	}
 	select {
-	case q.spans <- s:
+	case q.spans <- s: // never full: it holds no more than held
 	default:
+		q.held.Add(-1)
 		q.stats.SpansDropped(DropQueueFull, 1)
 	}
 }
 
-// Len is the number of spans waiting in the queue.
-func (q *queue) Len() int { return len(q.spans) }
+// Len is the number of spans held: waiting, batched or being exported.
+func (q *queue) Len() int { return int(q.held.Load()) }
 
 // ForceFlush exports every span queued so far, bounded by ctx.
 func (q *queue) ForceFlush(ctx context.Context) error {
@@ -196,6 +207,7 @@ func (q *queue) run() {
 // shutdown, and counts the outcome.
 func (q *queue) export(batch []sdktrace.ReadOnlySpan) {
 	n := len(batch)
+	defer q.held.Add(int64(-n))
 	if q.base.Err() != nil {
 		q.stats.SpansDropped(DropShutdown, n)
 		return
