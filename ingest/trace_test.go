@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -402,5 +403,50 @@ func TestHandlerAllocs(t *testing.T) {
 	serve()
 	if n := testing.AllocsPerRun(200, serve); n > want {
 		t.Errorf("tracing off: %.1f allocations per delivery, want at most %d", n, want)
+	}
+}
+
+// BenchmarkHandlerTraced is BenchmarkHandler/dedup_off with tracing on: every
+// request sampled and exported (to a loopback server that discards the
+// exports: the collector's own work is not the bridge's), or none sampled.
+// The export goroutine's work counts. Compare with BenchmarkHandler for the
+// cost of tracing; with tracing off the handler runs no tracing code.
+func BenchmarkHandlerTraced(b *testing.B) {
+	const pool = 1 << 12
+	for _, bc := range []struct{ name, sampler string }{
+		{"sampled", "always_on"}, {"unsampled", "always_off"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+			}))
+			defer sink.Close()
+			c, err := tracing.FromEnv(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL, "OTEL_TRACES_SAMPLER": bc.sampler})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, _ := tracing.Start(c, tracing.Options{Log: zerolog.Nop()})
+			defer func() { _ = p.Shutdown(context.Background()) }()
+			reqs, bodies, body := benchRequests(b, pool)
+			h := newTestHandler(b, nopPublisher{}, nil)
+			cfg := h.cfg
+			cfg.MaxBodyBytes, cfg.PublishTimeout, cfg.TracerProvider = 1<<20, 5*time.Second, p.TracerProvider()
+			if h, err = NewHandler(cfg); err != nil {
+				b.Fatal(err)
+			}
+			w := &benchWriter{h: http.Header{}}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i = (i + 1) % pool
+				_, _ = bodies[i].Seek(0, io.SeekStart)
+				clear(w.h)
+				h.ServeHTTP(w, reqs[i])
+				if w.code != http.StatusOK {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+		})
 	}
 }
