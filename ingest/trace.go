@@ -24,9 +24,10 @@ import (
 //	                            message's traceparent/tracestate name it
 //
 // A request that fails verification (or is refused before it: 404, 405, 413,
-// …) gets a server span as a new root: its traceparent is not trusted, so an
-// unauthenticated client can neither join a trace nor force sampling; the
-// sampler alone decides.
+// …) gets a server span whose traceparent header is ignored (a new root, or
+// the child of a span the application's own middleware put in the request's
+// context): an unauthenticated client can neither join a trace nor force
+// sampling, the sampler alone decides.
 //
 // Without a TracerProvider the handler does none of this: h.tr is nil, the
 // hooks below return at once, and nothing is allocated.
