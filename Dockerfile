@@ -33,12 +33,15 @@ LABEL org.opencontainers.image.title="hookbridge" \
 COPY --from=build /hookbridge /hookbridge
 COPY --from=build --chown=65532:65532 /out/data /data
 # The embedded broker (the default) keeps its stream in /data and listens on
-# all interfaces so workers in other containers can reach it: publish 4222
-# only to networks you trust, or use HOOKBRIDGE_BROKER=nats|kafka.
-ENV HOOKBRIDGE_DATA_DIR=/data \
-    HOOKBRIDGE_EMBEDDED_NATS_ADDR=0.0.0.0:4222
+# 127.0.0.1:4222: containers sharing the network namespace (a pod's other
+# containers) reach it, nothing else does. For workers in other containers set
+# HOOKBRIDGE_EMBEDDED_NATS_ADDR=0.0.0.0:4222 and HOOKBRIDGE_EMBEDDED_NATS_TOKEN
+# (or HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE): the bridge refuses to start an
+# unauthenticated broker beyond loopback. Or use HOOKBRIDGE_BROKER=nats|kafka.
+ENV HOOKBRIDGE_DATA_DIR=/data
 VOLUME ["/data"]
-# 8080 webhooks, 9090 admin (/healthz, /readyz, /metrics), 4222 embedded NATS.
+# 8080 webhooks, 9090 admin (/healthz, /readyz, /metrics), 4222 embedded NATS
+# (once HOOKBRIDGE_EMBEDDED_NATS_ADDR listens beyond loopback).
 EXPOSE 8080 9090 4222
 USER 65532:65532
 # No shell in the image: the binary probes its own admin listener.

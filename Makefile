@@ -40,6 +40,7 @@ bench-e2e: ## end-to-end: hookbridge (dedup nats/memory/off) vs a minimal baseli
 fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyDifferential$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./ingest
+	$(GO) test -run='^$$' -fuzz='^FuzzCandidates$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) ./ingest
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./schema
 	$(GO) test -run='^$$' -fuzz='^FuzzValidJSON$$' -fuzztime=$(FUZZTIME) ./schema

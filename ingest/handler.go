@@ -69,6 +69,13 @@ type HandlerConfig struct {
 	// MaxBodyBytes bounds the body (default 1 MiB); larger requests get 413
 	// without the body being read whole.
 	MaxBodyBytes int64
+	// MaxInFlightBytes bounds the body bytes held by all requests at once,
+	// from the first byte read until the answer (default
+	// DefaultMaxInFlightBytes); MaxInFlightRequests bounds the requests past
+	// the header checks at once (default DefaultMaxInFlightRequests). Beyond
+	// either, requests get 503 + Retry-After without their body being read.
+	MaxInFlightBytes    int64
+	MaxInFlightRequests int
 	// PublishTimeout bounds dedup claim + publish per request (default 5s).
 	PublishTimeout time.Duration
 	// RetryAfter is sent with 503 responses (default 5s; 409 always says 1s,
@@ -85,6 +92,7 @@ type HandlerConfig struct {
 // publish → complete, answering 2xx only once the broker has acknowledged.
 type Handler struct {
 	cfg        HandlerConfig
+	adm        admission // global in-flight bounds (admit.go)
 	log        zerolog.Logger
 	warnLog    zerolog.Logger // sampled: rejected requests are attacker-controlled
 	obs        Observer
@@ -114,6 +122,12 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if cfg.MaxInFlightRequests <= 0 {
+		cfg.MaxInFlightRequests = DefaultMaxInFlightRequests
 	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 5 * time.Second
@@ -158,8 +172,26 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		return h.reply(w, http.StatusMethodNotAllowed, OutcomeMethodNotAllowed, "only POST is accepted")
 	}
 
-	body, o, msg := h.readBody(w, r)
+	// Everything that needs no body first: a request that is stale,
+	// incomplete or over a bound costs no body buffer.
+	vstart := h.traceStart()
+	id, ts, sig, err := h.cfg.Verifier.checkHeaders(r.Header)
+	if err != nil {
+		h.traceVerify(r, vstart, 0, err)
+		bodyUnread(w, r)
+		return h.rejectSignature(w, r, err)
+	}
+	if !h.adm.enter(int64(h.cfg.MaxInFlightRequests)) {
+		return h.overloaded(w, r, "requests")
+	}
+	var held int64 // body bytes reserved by this request
+	defer h.adm.leave(&held)
+
+	body, o, msg := h.readBody(w, r, &held)
 	if o != "" {
+		if o == OutcomeUnavailable {
+			return h.overloaded(w, r, "body_bytes")
+		}
 		h.warnLog.Warn().Str("outcome", string(o)).Str("remote", r.RemoteAddr).Msg(msg)
 		status := http.StatusBadRequest
 		switch o {
@@ -171,8 +203,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		return h.reply(w, status, o, msg)
 	}
 
-	vstart := h.traceStart()
-	secret, err := h.cfg.Verifier.VerifyIndex(body, r.Header)
+	// The header checks are not repeated: their verdict is the one of the
+	// moment the request arrived.
+	vstart = h.traceStart()
+	secret, err := h.cfg.Verifier.match(body, id, ts, sig)
 	h.traceVerify(r, vstart, secret, err)
 	if err != nil {
 		return h.rejectSignature(w, r, err)
@@ -210,45 +244,89 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 	return o
 }
 
-// readBody reads the whole body, bounded by MaxBodyBytes. On failure it
-// returns the outcome and a message for the sender.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, Outcome, string) {
+// bodyFirstAlloc is the most a request is given before its body bytes
+// arrive. A body whose Content-Length is at most this gets exactly its size
+// in one allocation (every real webhook: OpenAI's events are thin); a larger
+// or unknown one starts here and doubles as bytes arrive, so a sender that
+// declares a megabyte and sends nothing holds 8 KiB, not a megabyte.
+const bodyFirstAlloc = 8 << 10
+
+// errOverBudget ends a body read when growing its buffer would exceed the
+// global in-flight byte bound.
+var errOverBudget = errors.New("in-flight body bytes bound reached")
+
+// readBody reads the whole body, bounded by MaxBodyBytes, into a buffer that
+// grows with the bytes received, each growth reserved in held against the
+// in-flight byte bound. On failure it returns the outcome and a message for
+// the sender; OutcomeUnavailable means the bound was reached.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, held *int64) ([]byte, Outcome, string) {
 	limit := h.cfg.MaxBodyBytes
-	if r.ContentLength > limit {
+	cl := r.ContentLength
+	if cl > limit {
 		// Refuse before reading a byte; net/http closes the connection rather
 		// than draining a huge body.
-		return nil, OutcomeTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
+		return nil, OutcomeTooLarge, fmt.Sprintf("body of %d bytes exceeds the limit of %d bytes", cl, limit)
 	}
-	var (
-		body []byte
-		err  error
-		rd   = r.Body
-	)
-	if r.ContentLength < 0 {
+	rd := r.Body
+	// The buffer's final capacity: one byte beyond the body, to see that
+	// nothing follows Content-Length (or, unknown length, that the limit is
+	// exceeded) without a second buffer.
+	size := cl + 1
+	if cl < 0 {
 		// Unknown length (chunked): the limit is enforced while reading. A
 		// known length is already bounded above, and net/http's body reader
 		// stops at it, so it needs no wrapper (one allocation less).
 		rd = http.MaxBytesReader(w, r.Body, limit)
+		size = limit + 1
 	}
-	if r.ContentLength >= 0 {
-		// Known length: one exact allocation, then make sure nothing follows.
-		// One byte of spare capacity receives the probe for trailing data
-		// (a local array would escape through the io.Reader: an allocation).
-		body = make([]byte, r.ContentLength, r.ContentLength+1)
-		if _, err = io.ReadFull(rd, body); err == nil {
-			if n, _ := rd.Read(body[len(body):cap(body)]); n > 0 {
-				err = errors.New("body longer than Content-Length")
+	first := min(size, bodyFirstAlloc)
+	if !h.adm.reserve(held, first, h.cfg.MaxInFlightBytes) {
+		return nil, OutcomeUnavailable, "too many request bodies in flight; retry later"
+	}
+	buf := make([]byte, 0, first)
+	var err error
+	for {
+		if len(buf) == cap(buf) {
+			if int64(cap(buf)) >= size {
+				break // known length: the probe byte arrived, handled below
 			}
+			n := min(2*int64(cap(buf)), size)
+			if !h.adm.reserve(held, n, h.cfg.MaxInFlightBytes) {
+				err = errOverBudget
+				break
+			}
+			nb := make([]byte, len(buf), n)
+			copy(nb, buf)
+			h.adm.release(held, int64(cap(buf)))
+			buf = nb
 		}
-	} else {
-		body, err = io.ReadAll(rd)
+		var m int
+		m, err = rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			break
+		}
+	}
+	if err == nil && cl < 0 && int64(len(buf)) > limit {
+		err = &http.MaxBytesError{Limit: limit}
+	}
+	if err == nil && cl >= 0 && int64(len(buf)) != cl {
+		// net/http's reader never gets here (it reports a short body as
+		// io.ErrUnexpectedEOF and stops at Content-Length); other callers'
+		// requests may.
+		err = errors.New("body length differs from Content-Length")
 	}
 	if err == nil {
-		return body, "", ""
+		return buf, "", ""
 	}
 	var tooBig *http.MaxBytesError
 	var netErr net.Error
 	switch {
+	case err == errOverBudget:
+		return nil, OutcomeUnavailable, "too many request bodies in flight; retry later"
 	case errors.As(err, &tooBig):
 		return nil, OutcomeTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", limit)
 	case errors.As(err, &netErr) && netErr.Timeout():

@@ -230,3 +230,22 @@ func TestSecret_HMACKey(t *testing.T) {
 		t.Error("the zero Secret has no key")
 	}
 }
+
+func TestSecretShortRaw(t *testing.T) {
+	for text, want := range map[string]bool{
+		"short":                          true,
+		"exactly-23-bytes-long!!":        true,
+		"exactly-24-bytes-long!!!":       false,
+		vecSecret:                        false,
+		edPub:                            false,
+		"a-raw-secret-longer-than-24-by": false,
+	} {
+		s, err := ParseSecret(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.ShortRaw(); got != want {
+			t.Errorf("ParseSecret(%q).ShortRaw() = %v, want %v", text, got, want)
+		}
+	}
+}

@@ -172,36 +172,17 @@ func (v *Verifier) Unwrap(body []byte, h Headers) (*schema.Event, error) {
 // NewVerifier or SetSecrets, of the secret that matched (-1 on error), so
 // rotation can be watched: once nothing matches the old secret, drop it.
 func (v *Verifier) VerifyIndex(body []byte, h Headers) (int, error) {
-	// Order and rules are openai-go's: signature, timestamp, id; "" = missing.
-	if h == nil {
-		return -1, ErrMissingSignature
-	}
-	sig := header(h, HeaderSignature)
-	if sig == "" {
-		return -1, ErrMissingSignature
-	}
-	ts := header(h, HeaderTimestamp)
-	if ts == "" {
-		return -1, ErrMissingTimestamp
-	}
-	id := header(h, HeaderID)
-	if id == "" {
-		return -1, ErrMissingID
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
+	id, ts, sig, err := v.checkHeaders(h)
 	if err != nil {
-		return -1, ErrBadTimestamp
+		return -1, err
 	}
-	// Same int64 expressions as openai-go, wrap-around included, so that even
-	// absurd timestamps get the same verdict.
-	now := v.now().Unix()
-	if now-t > v.tol {
-		return -1, ErrTooOld
-	}
-	if t > now+v.tol {
-		return -1, ErrTooNew
-	}
+	return v.match(body, id, ts, sig)
+}
 
+// match is the signature check of VerifyIndex, for header values that
+// passed checkHeaders.
+func (v *Verifier) match(body []byte, id, ts, sig string) (int, error) {
+	sig = candidates(sig)
 	ks := v.keys.Load()
 	if i := ks.matchHMAC(id, ts, body, sig); i >= 0 {
 		return i, nil
@@ -212,6 +193,125 @@ func (v *Verifier) VerifyIndex(body []byte, h Headers) (int, error) {
 		}
 	}
 	return -1, ErrNoMatch
+}
+
+// CheckHeaders runs every check of Verify that does not need the body: the
+// three headers are present and the timestamp parses and is within the
+// tolerance. It returns exactly the error Verify would return for any body
+// (same order, same *VerifyError), or nil when only the signature is left to
+// check. A handler calls it before reading the body, so that a stale or
+// incomplete request costs no body buffer.
+func (v *Verifier) CheckHeaders(h Headers) error {
+	_, _, _, err := v.checkHeaders(h)
+	return err
+}
+
+// checkHeaders returns the header values once they pass every check that
+// does not need the body, in openai-go's order: signature, timestamp, id
+// present ("" = missing), then the timestamp's format and age.
+func (v *Verifier) checkHeaders(h Headers) (id, ts, sig string, err error) {
+	if h == nil {
+		return "", "", "", ErrMissingSignature
+	}
+	sig = header(h, HeaderSignature)
+	if sig == "" {
+		return "", "", "", ErrMissingSignature
+	}
+	ts = header(h, HeaderTimestamp)
+	if ts == "" {
+		return "", "", "", ErrMissingTimestamp
+	}
+	id = header(h, HeaderID)
+	if id == "" {
+		return "", "", "", ErrMissingID
+	}
+	t, perr := strconv.ParseInt(ts, 10, 64)
+	if perr != nil {
+		return "", "", "", ErrBadTimestamp
+	}
+	// Same int64 expressions as openai-go, wrap-around included, so that even
+	// absurd timestamps get the same verdict.
+	now := v.now().Unix()
+	if now-t > v.tol {
+		return "", "", "", ErrTooOld
+	}
+	if t > now+v.tol {
+		return "", "", "", ErrTooNew
+	}
+	return id, ts, sig, nil
+}
+
+// Bounds on the signature work one request can ask for. Each "v1a,"
+// candidate costs an ed25519 verification, which hashes the whole body, so an
+// unbounded list would let an unauthenticated sender buy hundreds of body
+// hashes with one request. OpenAI sends one signature, two during a secret
+// rotation.
+const (
+	// MaxSignatureCandidates is how many whitespace-separated tokens of
+	// webhook-signature are compared, whatever their scheme ("v1,", "v1a,"
+	// or anything else); later tokens are ignored.
+	MaxSignatureCandidates = 8
+	// MaxSignatureHeaderBytes is how much of webhook-signature is read: a
+	// token that does not end within it is ignored.
+	MaxSignatureHeaderBytes = 4096
+)
+
+// candidates returns the prefix of the signature header that holds its
+// candidates: the first MaxSignatureCandidates tokens that end within the
+// first MaxSignatureHeaderBytes bytes, split exactly as nextField (and
+// strings.Fields) splits. This is the only place where Verify's verdict can
+// differ from openai-go's: a header whose matching signature is not among
+// those tokens is rejected here and accepted there.
+func candidates(sig string) string {
+	// Fast path, every real header: short, ASCII, fewer separators than
+	// candidates, so nothing can be cut.
+	if len(sig) <= MaxSignatureHeaderBytes {
+		seps := 0
+		ascii := true
+		for i := 0; i < len(sig); i++ {
+			c := sig[i]
+			if c >= utf8.RuneSelf {
+				ascii = false
+				break
+			}
+			seps += int(asciiSpace[c])
+		}
+		if ascii && seps < MaxSignatureCandidates {
+			return sig
+		}
+	}
+	s := sig
+	cutToken := false // the last token of s continues beyond it
+	if len(s) > MaxSignatureHeaderBytes {
+		cut := MaxSignatureHeaderBytes
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		r, _ := utf8.DecodeRuneInString(s[cut:])
+		cutToken = !isSpace(r)
+		s = s[:cut]
+	}
+	end, n := 0, 0
+	for rest := s; n < MaxSignatureCandidates; {
+		tok, after := nextField(rest)
+		if tok == "" {
+			break
+		}
+		if len(after) == 0 && cutToken {
+			break // the token runs past the bound
+		}
+		n++
+		end = len(s) - len(after)
+		rest = after
+	}
+	return s[:end]
+}
+
+func isSpace(r rune) bool {
+	if r < utf8.RuneSelf {
+		return asciiSpace[r] != 0
+	}
+	return unicode.IsSpace(r)
 }
 
 // header is h.Get(key) for a canonical key. For http.Header it skips Get's
@@ -341,6 +441,8 @@ func (k *macKey) match(id, ts string, body []byte, sig string) bool {
 // matchEd25519 checks "v1a,<base64 signature>" candidates against the whpk_
 // keys (Standard Webhooks' asymmetric scheme). Rare, so it may allocate.
 func (ks *keySet) matchEd25519(id, ts string, body []byte, sig string) int {
+	// msg is the signed content; the spare capacity after it receives each
+	// decoded signature, so that both are one allocation.
 	var msg []byte
 	for rest := sig; ; {
 		var tok string
@@ -352,22 +454,26 @@ func (ks *keySet) matchEd25519(id, ts string, body []byte, sig string) int {
 		if !ok || len(enc) != 88 {
 			continue
 		}
-		var raw [66]byte
-		n, err := strictB64.Decode(raw[:], []byte(enc))
+		if msg == nil {
+			msg = make([]byte, 0, len(id)+len(ts)+2+len(body)+66)
+			msg = append(append(append(append(append(msg, id...), '.'), ts...), '.'), body...)
+		}
+		raw := msg[len(msg):cap(msg)]
+		n, err := strictB64.Decode(raw, []byte(enc))
 		if err != nil || n != ed25519.SignatureSize {
 			continue
 		}
-		if msg == nil {
-			msg = make([]byte, 0, len(id)+len(ts)+2+len(body))
-			msg = append(append(append(append(append(msg, id...), '.'), ts...), '.'), body...)
-		}
 		for _, pk := range ks.pubs {
-			if ed25519.Verify(pk.key, msg, raw[:n]) {
+			if ed25519Verify(pk.key, msg, raw[:n]) {
 				return pk.index
 			}
 		}
 	}
 }
+
+// ed25519Verify is ed25519.Verify, replaceable so that a test can count the
+// verifications a request costs.
+var ed25519Verify = ed25519.Verify
 
 // nextField returns the first field of s and what follows it, splitting
 // exactly as strings.Fields does (unicode.IsSpace on each rune; an invalid

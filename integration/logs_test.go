@@ -19,12 +19,17 @@ import (
 func TestLogsAndMetricsCarryNoSecrets(t *testing.T) {
 	p := startNATS(t)
 	env, _, _ := natsEnv(t, p.URL())
+	// Credentials in the URL (the server has no authentication, so it
+	// ignores them): the password must appear in no line, start-up
+	// configuration and reconnection logs included.
+	const urlPassword = "UrlPassw0rd-7d41e9"
+	env["HOOKBRIDGE_NATS_URL"] = strings.Replace(p.URL(), "nats://", "nats://hookbridge:"+urlPassword+"@", 1)
 	env["HOOKBRIDGE_LOG_LEVEL"] = "debug"
 	env["HOOKBRIDGE_PUBLISH_TIMEOUT"] = "1s"
 	env["HOOKBRIDGE_DEDUP_LEASE"] = "2s"
 	b := startBridge(t, env)
 
-	var forbidden []string // texts that must appear nowhere
+	forbidden := []string{urlPassword} // texts that must appear nowhere
 	var responses []string
 	marker := func() string {
 		m := "MARKER" + strings.ToUpper(newID()[3:19])

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 )
 
@@ -42,15 +45,47 @@ type EmbeddedConfig struct {
 	// MaxPayload is the largest message (body plus headers) the server
 	// accepts, default 4 MiB. It must exceed the HTTP body limit.
 	MaxPayload int32
+
+	// Token (HOOKBRIDGE_EMBEDDED_NATS_TOKEN) or NKeySeedFile
+	// (HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE, a file holding an nkey user seed,
+	// "SU…") makes the server require authentication from every client, the
+	// bridge's own in-process connection included: workers connect with the
+	// same token (nats://<token>@host:port, or nats.Token) or seed
+	// (nats.NkeyOptionFromSeed). At most one of them. An Addr that is not a
+	// loopback address is refused without one: anyone who reaches the port
+	// could publish forged events, purge the stream (losing events already
+	// acknowledged to OpenAI) or delete the dedup bucket.
+	Token        string
+	NKeySeedFile string
+}
+
+// ErrEmbeddedNoAuth is returned by StartEmbedded for an address beyond
+// loopback without authentication.
+var ErrEmbeddedNoAuth = errors.New("publish: embedded NATS: an address beyond loopback needs authentication")
+
+// LoopbackAddr reports whether addr (host:port) listens on loopback only:
+// "localhost" or a loopback IP. An empty host or an unspecified IP (all
+// interfaces) and any other name are not.
+func LoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Embedded is a nats-server with JetStream running inside the hookbridge
 // process. The bridge publishes over an in-process connection; workers
 // connect to ClientURL.
 type Embedded struct {
-	srv *server.Server
-	url string
-	log zerolog.Logger
+	srv  *server.Server
+	url  string
+	log  zerolog.Logger
+	auth embeddedAuth
 }
 
 // StartEmbedded starts the server and waits until it accepts clients.
@@ -69,6 +104,10 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 	host, portText, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("publish: embedded NATS: address %q (HOOKBRIDGE_EMBEDDED_NATS_ADDR): %w", cfg.Addr, err)
+	}
+	auth, err := cfg.auth()
+	if err != nil {
+		return nil, err
 	}
 	port, err := strconv.Atoi(portText)
 	if err != nil || port < 0 || port > 65535 {
@@ -92,6 +131,7 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 		MaxPayload: cfg.MaxPayload,
 		NoSigs:     true, // hookbridge owns SIGTERM and the shutdown order
 	}
+	auth.serverOptions(opts)
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("publish: embedded NATS: %w", err)
@@ -117,7 +157,7 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 		return nil, fmt.Errorf("publish: embedded NATS: JetStream did not start (DataDir %q): %w", cfg.DataDir, reason)
 	}
 
-	e := &Embedded{srv: srv, log: log}
+	e := &Embedded{srv: srv, log: log, auth: auth}
 	bound, ok := srv.Addr().(*net.TCPAddr)
 	if !ok {
 		srv.Shutdown()
@@ -130,7 +170,7 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*Embedded, error) {
 	}
 	e.url = "nats://" + net.JoinHostPort(urlHost, strconv.Itoa(bound.Port))
 	log.Info().Str("url", e.url).Str("store_dir", cfg.DataDir).Bool("sync_always", cfg.SyncAlways).
-		Msg("embedded NATS started")
+		Str("auth", auth.kind()).Msg("embedded NATS started")
 	return e, nil
 }
 
@@ -179,6 +219,7 @@ func (e *Embedded) Connect(log zerolog.Logger) (*nats.Conn, error) {
 		nats.ReconnectWait(reconnectWait),
 		nats.ReconnectBufSize(-1),
 	}, connHandlers(log)...)
+	opts = append(opts, e.auth.clientOptions()...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish: embedded NATS: in-process connection: %w", err)
@@ -224,4 +265,76 @@ func (l *serverLog) fatal() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.firstErr
+}
+
+// embeddedAuth is how clients of the embedded server authenticate: nothing,
+// a token, or an nkey (the seed stays with the bridge and the workers; the
+// server knows only the public key).
+type embeddedAuth struct {
+	token    string
+	nkeyPub  string
+	seedFile string
+}
+
+func (cfg EmbeddedConfig) auth() (embeddedAuth, error) {
+	var a embeddedAuth
+	switch {
+	case cfg.Token != "" && cfg.NKeySeedFile != "":
+		return a, errors.New("publish: embedded NATS: set HOOKBRIDGE_EMBEDDED_NATS_TOKEN or HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE, not both")
+	case cfg.Token != "":
+		a.token = cfg.Token
+	case cfg.NKeySeedFile != "":
+		seed, err := os.ReadFile(cfg.NKeySeedFile)
+		if err != nil {
+			return a, fmt.Errorf("publish: embedded NATS: HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE: %w", err)
+		}
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+		if err != nil {
+			return a, fmt.Errorf("publish: embedded NATS: HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE does not hold an nkey seed: %w", err)
+		}
+		defer kp.Wipe()
+		pub, err := kp.PublicKey()
+		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+			return a, errors.New("publish: embedded NATS: HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE must hold a user seed (SU…)")
+		}
+		a.nkeyPub, a.seedFile = pub, cfg.NKeySeedFile
+	case !LoopbackAddr(cfg.Addr):
+		return a, fmt.Errorf("%w: HOOKBRIDGE_EMBEDDED_NATS_ADDR=%s is reachable from other hosts, and anyone reaching it could publish forged events, "+
+			"purge the stream or delete the dedup bucket; set HOOKBRIDGE_EMBEDDED_NATS_TOKEN (or HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE) "+
+			"for the server to require it, or listen on 127.0.0.1", ErrEmbeddedNoAuth, cfg.Addr)
+	}
+	return a, nil
+}
+
+func (a embeddedAuth) kind() string {
+	switch {
+	case a.token != "":
+		return "token"
+	case a.nkeyPub != "":
+		return "nkey"
+	}
+	return "none"
+}
+
+func (a embeddedAuth) serverOptions(o *server.Options) {
+	switch {
+	case a.token != "":
+		o.Authorization = a.token
+	case a.nkeyPub != "":
+		o.Nkeys = []*server.NkeyUser{{Nkey: a.nkeyPub}}
+	}
+}
+
+func (a embeddedAuth) clientOptions() []nats.Option {
+	switch {
+	case a.token != "":
+		return []nats.Option{nats.Token(a.token)}
+	case a.nkeyPub != "":
+		// The seed is read again at each (re)connect and wiped after use.
+		o, err := nats.NkeyOptionFromSeed(a.seedFile)
+		if err == nil {
+			return []nats.Option{o}
+		}
+	}
+	return nil
 }

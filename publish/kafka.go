@@ -46,6 +46,16 @@ type KafkaConfig struct {
 	Headers      HeaderOptions
 	// KnownTypes get their topics at start-up (the schema catalogue).
 	KnownTypes []string
+	// MaxTopics bounds the topics first used after start-up (types outside
+	// KnownTypes) while CreateTopics is on, default DefaultKafkaMaxTopics:
+	// beyond it a delivery goes to the dead-letter topic with reason
+	// ReasonTooManyTopics instead of creating one more topic
+	// (HOOKBRIDGE_KAFKA_MAX_TOPICS).
+	MaxTopics int
+	// MaxMessageBytes is the largest record (body, key and headers) the
+	// writer sends, default DefaultKafkaMaxMessageBytes. kafka-go refuses a
+	// larger record before sending it.
+	MaxMessageBytes int64
 }
 
 // Kafka defaults.
@@ -55,6 +65,10 @@ const (
 	DefaultKafkaReplication  = 1
 	DefaultKafkaBatchTimeout = time.Millisecond
 	DefaultKafkaClientID     = "hookbridge"
+	DefaultKafkaMaxTopics    = 200
+	// DefaultKafkaMaxMessageBytes is kafka-go's default batch limit, which
+	// is also the largest record it writes.
+	DefaultKafkaMaxMessageBytes = 1 << 20
 )
 
 // maxPrefixLen keeps <prefix>.<type> within Kafka's 249 characters for every
@@ -80,6 +94,12 @@ func (cfg KafkaConfig) withDefaults() KafkaConfig {
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = DefaultKafkaClientID
+	}
+	if cfg.MaxTopics <= 0 {
+		cfg.MaxTopics = DefaultKafkaMaxTopics
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultKafkaMaxMessageBytes
 	}
 	return cfg
 }
@@ -130,6 +150,7 @@ func (cfg KafkaConfig) Validate() error {
 type Kafka struct {
 	cfg       KafkaConfig
 	log       zerolog.Logger
+	capLog    zerolog.Logger // sampled: deliveries over MaxTopics
 	addr      net.Addr
 	transport *kafka.Transport
 	client    *kafka.Client // admin requests; shares the writer's metadata cache
@@ -164,11 +185,12 @@ func NewKafka(ctx context.Context, cfg KafkaConfig, log zerolog.Logger) (*Kafka,
 	k := &Kafka{
 		cfg:       cfg,
 		log:       log,
+		capLog:    log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Minute}),
 		addr:      addr,
 		transport: tr,
 		client:    &kafka.Client{Addr: addr, Transport: tr},
 		dialer:    dialer,
-		topics:    topicCache{ready: map[string]bool{}, busy: map[string]chan struct{}{}},
+		topics:    topicCache{ready: map[string]bool{}, busy: map[string]chan struct{}{}, counted: map[string]bool{}},
 	}
 	k.writer = &kafka.Writer{
 		Addr: addr,
@@ -178,6 +200,7 @@ func NewKafka(ctx context.Context, cfg KafkaConfig, log zerolog.Logger) (*Kafka,
 		// The zero value is fire-and-forget; 2xx must mean replicated.
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: cfg.BatchTimeout,
+		BatchBytes:   cfg.MaxMessageBytes,
 		// A batch keeps retrying after its request gave up; every retry past
 		// that point can only add a duplicate (the sender retries on 503) and
 		// delay Close, so retry a little, quickly.
@@ -255,7 +278,7 @@ func (k *Kafka) Publish(ctx context.Context, d *schema.Delivery) error {
 	if k.closed.Load() {
 		return kafkaUnavailable{errors.New("publish: kafka publisher is closed")}
 	}
-	topic := k.cfg.topicFor(d)
+	topic, d := k.destination(d)
 	if err := k.ensureTopic(ctx, topic); err != nil {
 		if errors.Is(err, ErrTopicCollision) {
 			k.log.Error().Err(err).Str("topic", topic).Msg("kafka topic cannot be created; its deliveries get 503")

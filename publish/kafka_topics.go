@@ -97,6 +97,39 @@ type topicCache struct {
 	mu    sync.Mutex
 	ready map[string]bool
 	busy  map[string]chan struct{} // closed when the creation in progress ends
+	// counted holds the topics first used after start-up, at most
+	// MaxTopics: whatever types verified deliveries carry, the topics
+	// created (and this cache) stay bounded.
+	counted map[string]bool
+}
+
+// ReasonTooManyTopics is the hookbridge-reason of a delivery dead-lettered
+// because its topic would exceed KafkaConfig.MaxTopics.
+const ReasonTooManyTopics = "too_many_topics"
+
+// destination is the topic d is written to, and the delivery to write: d
+// itself, or, when d's topic would be one more than MaxTopics allows, a
+// dead letter of it with reason ReasonTooManyTopics.
+func (k *Kafka) destination(d *schema.Delivery) (string, *schema.Delivery) {
+	topic := k.cfg.topicFor(d)
+	if k.cfg.Topic != "" || !k.cfg.CreateTopics || d.Event == nil {
+		return topic, d
+	}
+	c := &k.topics
+	c.mu.Lock()
+	ok := c.ready[topic] || c.counted[topic]
+	if !ok && len(c.counted) < k.cfg.MaxTopics {
+		c.counted[topic], ok = true, true
+	}
+	c.mu.Unlock()
+	if ok {
+		return topic, d
+	}
+	dl := *d
+	dl.Event, dl.DeadLetterReason = nil, ReasonTooManyTopics
+	k.capLog.Warn().Str("topic", topic).Int("max_topics", k.cfg.MaxTopics).
+		Msg("kafka topic limit reached (HOOKBRIDGE_KAFKA_MAX_TOPICS): delivery kept on the dead-letter topic")
+	return k.cfg.topicFor(&dl), &dl
 }
 
 // ensureTopic makes sure topic exists before the first write to it. Topics

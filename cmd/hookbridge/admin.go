@@ -1,61 +1,16 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log"
 	"net/http"
 	"net/http/pprof"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
-
-// readiness answers /readyz: not shutting down and every check passing. The
-// answer is cached for a second so that probes from many kubelets or load
-// balancers cannot hammer the broker.
-type readiness struct {
-	checks   map[string]checker
-	names    []string
-	shutting *atomic.Bool
-
-	mu      sync.Mutex
-	at      time.Time
-	results map[string]error
-}
-
-const readinessCacheFor = time.Second
-
-func newReadiness(checks map[string]checker, shutting *atomic.Bool) *readiness {
-	names := make([]string, 0, len(checks))
-	for n := range checks {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return &readiness{checks: checks, names: names, shutting: shutting}
-}
-
-func (r *readiness) evaluate(ctx context.Context) map[string]error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.results != nil && time.Since(r.at) < readinessCacheFor {
-		return r.results
-	}
-	res := make(map[string]error, len(r.checks))
-	for _, n := range r.names {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		res[n] = r.checks[n].Check(cctx)
-		cancel()
-	}
-	r.results, r.at = res, time.Now()
-	return res
-}
 
 func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var b strings.Builder

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/hookbridge/hookbridge/ingest"
 	"github.com/hookbridge/hookbridge/internal/tracing"
+	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )
 
@@ -27,16 +29,19 @@ type config struct {
 	Secrets     string `env:"SECRETS,unset" help:"signing secrets (whsec_…), separated by spaces or commas; falls back to OPENAI_WEBHOOK_SECRET"`
 	SecretsFile string `env:"SECRETS_FILE" help:"file holding the secrets (e.g. a Kubernetes Secret mount); re-read when it changes and on SIGHUP"`
 
-	ListenAddr     string        `env:"LISTEN_ADDR" envDefault:":8080" help:"public listener (webhooks only)"`
-	Path           string        `env:"PATH" envDefault:"/webhooks/openai" help:"webhook path"`
-	AdminAddr      string        `env:"ADMIN_ADDR" envDefault:":9090" help:"admin listener: /healthz, /readyz, /metrics"`
-	Tolerance      time.Duration `env:"TOLERANCE" envDefault:"5m" help:"webhook-timestamp tolerance, both directions"`
-	MaxBodyBytes   int64         `env:"MAX_BODY_BYTES" envDefault:"1048576" help:"request body limit (413 above it)"`
-	PublishTimeout time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"budget per request for dedup claim + broker ack (503 after it)"`
-	ReadTimeout    time.Duration `env:"READ_TIMEOUT" envDefault:"10s" help:"time to receive a whole request (slow clients get cut off)"`
-	ShutdownDelay  time.Duration `env:"SHUTDOWN_DELAY" envDefault:"5s" help:"after SIGTERM, keep serving with /readyz failing for this long so load balancers stop routing"`
-	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"20s" help:"upper bound for draining requests and closing publishers after the delay"`
-	ReloadInterval time.Duration `env:"RELOAD_INTERVAL" envDefault:"1s" help:"how often HOOKBRIDGE_SECRETS_FILE and the TLS files are checked for changes (0 = only on SIGHUP)"`
+	ListenAddr   string        `env:"LISTEN_ADDR" envDefault:":8080" help:"public listener (webhooks only)"`
+	Path         string        `env:"PATH" envDefault:"/webhooks/openai" help:"webhook path"`
+	AdminAddr    string        `env:"ADMIN_ADDR" envDefault:":9090" help:"admin listener: /healthz, /readyz, /metrics"`
+	Tolerance    time.Duration `env:"TOLERANCE" envDefault:"5m" help:"webhook-timestamp tolerance, both directions"`
+	MaxBodyBytes int64         `env:"MAX_BODY_BYTES" envDefault:"1048576" help:"request body limit (413 above it); lowered at start-up to fit the broker's largest message when left at its default"`
+	// Global bounds on what unverified requests may hold at once.
+	MaxInFlightBytes    int64         `env:"MAX_IN_FLIGHT_BYTES" envDefault:"67108864" help:"body bytes all requests may hold at once, from the first byte read to the answer (503 + Retry-After beyond it, body unread)"`
+	MaxInFlightRequests int           `env:"MAX_IN_FLIGHT_REQUESTS" envDefault:"1024" help:"requests past the header checks at once (503 + Retry-After beyond it, body unread)"`
+	PublishTimeout      time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"budget per request for dedup claim + broker ack (503 after it)"`
+	ReadTimeout         time.Duration `env:"READ_TIMEOUT" envDefault:"10s" help:"time to receive a whole request (slow clients get cut off)"`
+	ShutdownDelay       time.Duration `env:"SHUTDOWN_DELAY" envDefault:"5s" help:"after SIGTERM, keep serving with /readyz failing for this long so load balancers stop routing"`
+	ShutdownGrace       time.Duration `env:"SHUTDOWN_GRACE" envDefault:"20s" help:"upper bound for draining requests and closing publishers after the delay"`
+	ReloadInterval      time.Duration `env:"RELOAD_INTERVAL" envDefault:"1s" help:"how often HOOKBRIDGE_SECRETS_FILE and the TLS files are checked for changes (0 = only on SIGHUP)"`
 
 	TLSCertFile string  `env:"TLS_CERT_FILE" help:"PEM certificate (chain) for TLS on the public listener; with HOOKBRIDGE_TLS_KEY_FILE; reloaded on change"`
 	TLSKeyFile  string  `env:"TLS_KEY_FILE" help:"PEM private key for HOOKBRIDGE_TLS_CERT_FILE"`
@@ -62,13 +67,16 @@ type config struct {
 	NATSMaxAge     time.Duration `env:"NATS_MAX_AGE" envDefault:"168h" help:"stream retention"`
 	NATSReplicas   int           `env:"NATS_REPLICAS" envDefault:"1" help:"stream and dedup bucket replicas (3 for production clusters)"`
 
-	EmbeddedAddr string `env:"EMBEDDED_NATS_ADDR" envDefault:"127.0.0.1:4222" help:"where the embedded NATS server listens for workers"`
-	DataDir      string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream storage"`
-	EmbeddedSync string `env:"EMBEDDED_SYNC" envDefault:"interval" help:"embedded JetStream fsync: interval (server default) or always"`
+	EmbeddedAddr     string `env:"EMBEDDED_NATS_ADDR" envDefault:"127.0.0.1:4222" help:"where the embedded NATS server listens for workers; beyond loopback it needs HOOKBRIDGE_EMBEDDED_NATS_TOKEN or _NKEY_FILE"`
+	EmbeddedToken    string `env:"EMBEDDED_NATS_TOKEN,unset" help:"token every client of the embedded NATS server must present (workers: nats://<token>@host:4222); required on a non-loopback address unless an nkey is set"`
+	EmbeddedNKeyFile string `env:"EMBEDDED_NATS_NKEY_FILE" help:"file holding an nkey user seed (SU…) that clients of the embedded NATS server authenticate with, instead of a token"`
+	DataDir          string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream storage"`
+	EmbeddedSync     string `env:"EMBEDDED_SYNC" envDefault:"interval" help:"embedded JetStream fsync: interval (server default) or always"`
 
 	KafkaBrokers      []string      `env:"KAFKA_BROKERS" envSeparator:"," help:"comma-separated seed brokers (broker kafka)"`
 	KafkaTopic        string        `env:"KAFKA_TOPIC" help:"single-topic mode: publish every event to this topic"`
 	KafkaCreateTopics bool          `env:"KAFKA_CREATE_TOPICS" envDefault:"true" help:"create topics at start-up and on first use"`
+	KafkaMaxTopics    int           `env:"KAFKA_MAX_TOPICS" envDefault:"200" help:"topics created on first use (types outside the catalogue), at most; beyond it events go to <prefix>.deadletter with hookbridge-reason too_many_topics"`
 	KafkaPartitions   int           `env:"KAFKA_PARTITIONS" envDefault:"3" help:"partitions of created topics"`
 	KafkaReplication  int           `env:"KAFKA_REPLICATION_FACTOR" envDefault:"1" help:"replication factor of created topics"`
 	KafkaBatchTimeout time.Duration `env:"KAFKA_BATCH_TIMEOUT" envDefault:"1ms" help:"how long the writer waits to fill a batch"`
@@ -95,6 +103,11 @@ type config struct {
 
 	// secrets is the parsed form of Secrets/SecretsFile/OPENAI_WEBHOOK_SECRET.
 	secrets []ingest.Secret
+	// maxBodySet is whether HOOKBRIDGE_MAX_BODY_BYTES was set: a value the
+	// operator chose is never lowered silently (see fitBodyLimit).
+	maxBodySet bool
+	// credentials are the texts no log line may carry (redact.go).
+	credentials []string
 	// tracing is read from the standard OTEL_* variables (tracing.go).
 	tracing tracing.Config
 }
@@ -113,6 +126,8 @@ func loadConfig(environ map[string]string) (*config, error) {
 	if err := cfg.validate(environ); err != nil {
 		return nil, err
 	}
+	cfg.maxBodySet = environ[envPrefix+"MAX_BODY_BYTES"] != ""
+	cfg.credentials = credentials(environ)
 	return &cfg, nil
 }
 
@@ -148,6 +163,12 @@ func (c *config) validate(environ map[string]string) error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("MAX_BODY_BYTES", "%d is too small for a webhook (at least 1024)", c.MaxBodyBytes)
+	}
+	if c.MaxInFlightBytes <= c.MaxBodyBytes {
+		bad("MAX_IN_FLIGHT_BYTES", "%d must exceed HOOKBRIDGE_MAX_BODY_BYTES (%d), or the largest body could never be read", c.MaxInFlightBytes, c.MaxBodyBytes)
+	}
+	if c.MaxInFlightRequests < 1 {
+		bad("MAX_IN_FLIGHT_REQUESTS", "%d must be at least 1", c.MaxInFlightRequests)
 	}
 	if c.PublishTimeout <= 0 {
 		bad("PUBLISH_TIMEOUT", "must be positive")
@@ -192,6 +213,14 @@ func (c *config) validate(environ map[string]string) error {
 		if c.EmbeddedSync != "interval" && c.EmbeddedSync != "always" {
 			bad("EMBEDDED_SYNC", "%q is not interval or always", c.EmbeddedSync)
 		}
+		switch {
+		case c.EmbeddedToken != "" && c.EmbeddedNKeyFile != "":
+			bad("EMBEDDED_NATS_TOKEN", "set it or HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE, not both")
+		case c.EmbeddedToken == "" && c.EmbeddedNKeyFile == "" && !publish.LoopbackAddr(c.EmbeddedAddr):
+			bad("EMBEDDED_NATS_ADDR", "%s is reachable from other hosts, and the embedded NATS server would let anyone publish forged events, "+
+				"purge the stream or delete the dedup bucket: set HOOKBRIDGE_EMBEDDED_NATS_TOKEN (or HOOKBRIDGE_EMBEDDED_NATS_NKEY_FILE) "+
+				"for it to require authentication, or listen on 127.0.0.1", c.EmbeddedAddr)
+		}
 	case "nats":
 		if c.NATSURL == "" {
 			bad("NATS_URL", "is required with HOOKBRIDGE_BROKER=nats (e.g. nats://127.0.0.1:4222)")
@@ -205,6 +234,9 @@ func (c *config) validate(environ map[string]string) error {
 		}
 		if c.KafkaReplication < 1 {
 			bad("KAFKA_REPLICATION_FACTOR", "must be at least 1")
+		}
+		if c.KafkaMaxTopics < 1 {
+			bad("KAFKA_MAX_TOPICS", "%d must be at least 1", c.KafkaMaxTopics)
 		}
 	default:
 		bad("BROKER", "%q is not embedded, nats or kafka", c.Broker)
@@ -293,7 +325,7 @@ func (c *config) secretsWith(environ map[string]string, file []byte) ([]ingest.S
 }
 
 // redacted returns the effective configuration for the start-up log, with
-// every secret-bearing field replaced.
+// every secret-bearing field replaced and the userinfo of every URL redacted.
 func (c *config) redacted() map[string]any {
 	out := make(map[string]any)
 	v := reflect.ValueOf(*c)
@@ -309,7 +341,20 @@ func (c *config) redacted() map[string]any {
 		if d, ok := val.(time.Duration); ok {
 			val = d.String()
 		}
-		if strings.Contains(opts, "unset") || name == "REDIS_URL" {
+		switch x := val.(type) {
+		case string:
+			if slices.Contains(urlListVars, name) {
+				x = redactURLList(x)
+			}
+			val = redactText(x, nil)
+		case []string:
+			y := make([]string, len(x))
+			for j, e := range x {
+				y[j] = redactText(redactURLList(e), nil)
+			}
+			val = y
+		}
+		if strings.Contains(opts, "unset") && name != "REDIS_URL" {
 			if !v.Field(i).IsZero() {
 				val = "[REDACTED]"
 			}

@@ -79,6 +79,7 @@ func prepareDev(environ map[string]string, io stdio) (*devState, error) {
 		environ[envPrefix+d.name] = d.fallback
 		st.notes = append(st.notes, fmt.Sprintf("%s is taken, so HOOKBRIDGE_%s uses a free port (see below)", d.def, d.name))
 	}
+	devLoopback(environ)
 	if environ[envPrefix+"LOG_FORMAT"] == "" {
 		environ[envPrefix+"LOG_FORMAT"] = "console"
 	}
@@ -86,6 +87,18 @@ func prepareDev(environ map[string]string, io stdio) (*devState, error) {
 		environ[envPrefix+"SHUTDOWN_DELAY"] = "0s"
 	}
 	return st, nil
+}
+
+// devLoopback binds the listeners the user did not set to 127.0.0.1: dev
+// mode serves a generated secret and an unauthenticated broker, which nothing
+// beyond this host should reach. (The embedded NATS server's default is
+// loopback already.)
+func devLoopback(environ map[string]string) {
+	for name, addr := range map[string]string{"LISTEN_ADDR": "127.0.0.1:8080", "ADMIN_ADDR": "127.0.0.1:9090"} {
+		if environ[envPrefix+name] == "" {
+			environ[envPrefix+name] = addr
+		}
+	}
 }
 
 func loadOrCreateDevSecret(path string) (string, error) {

@@ -74,6 +74,8 @@ type metrics struct {
 	// Secret positions are resolved on first use, so that only positions that
 	// ever matched are exported.
 	bySecret [maxSecretLabel + 1]atomic.Pointer[prometheus.Counter]
+	// overloads counts refusals by the in-flight bounds (enableInFlight).
+	overloads *prometheus.CounterVec
 }
 
 type outcomeObs struct {

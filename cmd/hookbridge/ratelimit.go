@@ -4,13 +4,15 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// rateLimiter is an optional per-source-IP token bucket in front of the
-// webhook handler, so that a flood from one address is refused before any
+// rateLimiter is an optional per-source token bucket in front of the
+// webhook handler (a source is an IPv4 address or an IPv6 /64, see
+// sourceKey), so that a flood from one address is refused before any
 // HMAC work. It keys on the TCP peer address (never on X-Forwarded-For, which
 // the sender controls): behind a proxy or ingress every request shares the
 // proxy's address, so enable it only where hookbridge faces the senders.
@@ -113,11 +115,7 @@ func (l *rateLimiter) sweep(now time.Time) {
 
 func (l *rateLimiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ok, wait := l.allow(host)
+	ok, wait := l.allow(sourceKey(r.RemoteAddr))
 	if ok {
 		l.next.ServeHTTP(w, r)
 		return
@@ -132,4 +130,26 @@ func (l *rateLimiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if l.limited != nil {
 		l.limited(time.Since(start))
 	}
+}
+
+// sourceKey is the rate-limited source of a peer address: the IPv4 address,
+// or the /64 prefix of an IPv6 one. A single IPv6 host is routinely given a
+// whole /64 and can send from any of its 2^64 addresses, so keying on the
+// address would give it as many buckets as it likes (and fill the table).
+// IPv4-mapped IPv6 addresses count as IPv4.
+func sourceKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	p, _ := addr.WithZone("").Prefix(64)
+	return p.String()
 }

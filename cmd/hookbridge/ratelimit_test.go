@@ -107,3 +107,39 @@ func TestRateLimitBoundedTable(t *testing.T) {
 		t.Errorf("after idling, %d entries remain, want 1", len(l.sources))
 	}
 }
+
+func TestRateLimitSourceKey(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.0.2.1:40000":                      "192.0.2.1",
+		"[::ffff:192.0.2.1]:40000":             "192.0.2.1",
+		"[2001:db8:1:2:3:4:5:6]:443":           "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff:ffff:ffff:ffff]:1": "2001:db8:1:2::/64",
+		"[fe80::1%eth0]:1":                     "fe80::/64",
+		"[::1]:9":                              "::/64",
+		"not an address":                       "not an address",
+	} {
+		if got := sourceKey(remote); got != want {
+			t.Errorf("sourceKey(%q) = %q, want %q", remote, got, want)
+		}
+	}
+}
+
+// A host rotating through the addresses of its IPv6 /64 shares one bucket;
+// the neighbouring /64 has its own.
+func TestRateLimitIPv6By64(t *testing.T) {
+	l, _, limited := newTestLimiter(1, 3)
+	for i := range 3 {
+		if rec := do(l, "[2001:db8:0:1::"+strconv.FormatInt(int64(i+1), 16)+"]:5000"); rec.Code != 200 {
+			t.Fatalf("request %d within the burst: %d", i+1, rec.Code)
+		}
+	}
+	if rec := do(l, "[2001:db8:0:1:dead:beef:0:1]:5000"); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("another address of the same /64 after the burst: %d, want 429", rec.Code)
+	}
+	if rec := do(l, "[2001:db8:0:2::1]:5000"); rec.Code != 200 {
+		t.Fatalf("the next /64: %d, want 200", rec.Code)
+	}
+	if *limited != 1 {
+		t.Errorf("limited %d times, want 1", *limited)
+	}
+}

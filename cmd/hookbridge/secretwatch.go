@@ -147,6 +147,7 @@ type secretReloader struct {
 func newSecretReloader(cfg *config, environ map[string]string, v *ingest.Verifier, m *metrics, log zerolog.Logger) *secretReloader {
 	r := &secretReloader{cfg: cfg, environ: environ, verifier: v, metrics: m, log: log}
 	m.secretsLoaded.Set(float64(len(cfg.secrets)))
+	warnShortSecrets(cfg.secrets, log)
 	if cfg.SecretsFile != "" {
 		r.watch = newFileWatch("secrets", []string{cfg.SecretsFile}, func(c [][]byte) error {
 			return r.apply(c[0])
@@ -170,6 +171,7 @@ func (r *secretReloader) apply(file []byte) error {
 	}
 	r.metrics.secretsLoaded.Set(float64(len(secrets)))
 	r.log.Info().Int("secrets", len(secrets)).Msg("secrets reloaded")
+	warnShortSecrets(secrets, r.log)
 	return nil
 }
 

@@ -141,10 +141,12 @@ func runServe(args []string, io stdio) int {
 	}
 	cfg, err := loadConfig(environ)
 	if err != nil {
-		fmt.Fprintf(io.err, "hookbridge: invalid configuration:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		msg := redactText(err.Error(), credentials(environ))
+		fmt.Fprintf(io.err, "hookbridge: invalid configuration:\n  %s\n", strings.ReplaceAll(msg, "\n", "\n  "))
 		return 2
 	}
 	log := newLogger(cfg, io)
+	routeRedisLogs(log)
 	// GC: the live heap is a few MiB (plus the memory dedup store), but at
 	// tens of thousands of req/s the default GOGC=100 collects constantly
 	// (~20% of the bridge's CPU). GOGC=300 cut bridge+broker CPU per request
@@ -168,9 +170,10 @@ func newLogger(cfg *config, io stdio) zerolog.Logger {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	zerolog.DurationFieldUnit = time.Millisecond
 	lvl, _ := zerolog.ParseLevel(cfg.LogLevel)
-	w := io.err
+	// Every line passes the credential filter (redact.go), whoever wrote it.
+	var w stdioWriter = redactWriter{w: io.err, creds: cfg.credentials}
 	if cfg.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: io.err, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", "hookbridge").Logger()
 }
@@ -207,10 +210,12 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	switch cfg.Broker {
 	case "embedded":
 		emb, err := publish.StartEmbedded(publish.EmbeddedConfig{
-			Addr:       cfg.EmbeddedAddr,
-			DataDir:    cfg.DataDir,
-			SyncAlways: cfg.EmbeddedSync == "always",
-			MaxPayload: int32(max(publish.DefaultEmbeddedMaxPayload, min(cfg.MaxBodyBytes+64<<10, 1<<30))),
+			Addr:         cfg.EmbeddedAddr,
+			DataDir:      cfg.DataDir,
+			SyncAlways:   cfg.EmbeddedSync == "always",
+			MaxPayload:   int32(max(publish.DefaultEmbeddedMaxPayload, min(cfg.MaxBodyBytes+messageHeaderRoom, 1<<30))),
+			Token:        cfg.EmbeddedToken,
+			NKeySeedFile: cfg.EmbeddedNKeyFile,
 		}, log)
 		if err != nil {
 			return fail(err)
@@ -233,6 +238,10 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		if err != nil {
 			return fail(err)
 		}
+		if err := fitBodyLimit(cfg, nc.MaxPayload(), "the NATS server", log); err != nil {
+			return fail(err)
+		}
+		natsCfg.MaxMsgSize = int32(min(cfg.MaxBodyBytes, 1<<30))
 	case "kafka":
 		kp, err := publish.NewKafka(startCtx, publish.KafkaConfig{
 			Brokers:           cfg.KafkaBrokers,
@@ -247,14 +256,24 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 				Enabled: cfg.KafkaTLS || cfg.KafkaCAFile != "" || cfg.KafkaCertFile != "",
 				CAFile:  cfg.KafkaCAFile, CertFile: cfg.KafkaCertFile, KeyFile: cfg.KafkaKeyFile,
 			},
-			SASL:       publish.KafkaSASL{Mechanism: cfg.KafkaSASL, Username: cfg.KafkaUser, Password: cfg.KafkaPassword},
-			Headers:    headers,
-			KnownTypes: typeNames(),
+			SASL:            publish.KafkaSASL{Mechanism: cfg.KafkaSASL, Username: cfg.KafkaUser, Password: cfg.KafkaPassword},
+			Headers:         headers,
+			KnownTypes:      typeNames(),
+			MaxTopics:       cfg.KafkaMaxTopics,
+			MaxMessageBytes: max(publish.DefaultKafkaMaxMessageBytes, cfg.MaxBodyBytes+messageHeaderRoom),
 		}, log)
 		if err != nil {
 			return fail(err)
 		}
 		pub = kp
+		limit, err := kp.MaxMessageBytes(startCtx)
+		if err != nil {
+			log.Warn().Err(err).Msg("could not read the Kafka cluster's message size limit; HOOKBRIDGE_MAX_BODY_BYTES is not checked against it")
+		}
+		if err := fitBodyLimit(cfg, limit, "the Kafka cluster", log); err != nil {
+			_ = kp.Close(startCtx)
+			return fail(err)
+		}
 	}
 	if nc != nil {
 		conn := nc
@@ -320,6 +339,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		Log:            log,
 		Observer:       metrics,
 		TracerProvider: traces.TracerProvider(), // nil when off
+
+		MaxInFlightBytes:    cfg.MaxInFlightBytes,
+		MaxInFlightRequests: cfg.MaxInFlightRequests,
 	})
 	if err != nil {
 		return fail(err)
@@ -327,6 +349,7 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 
 	var shuttingDown atomic.Bool
 	ready := newReadiness(checks, &shuttingDown)
+	metrics.enableInFlight(handler)
 	admin := &http.Server{
 		Addr:              cfg.AdminAddr,
 		Handler:           adminMux(ready, metrics.registry, cfg.PProf),
@@ -359,6 +382,9 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 		IdleTimeout:    90 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       newStdLogger(log, "http"),
+		// HTTP/2 (with TLS): net/http would allow 250 streams per
+		// connection, each a request in flight.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxConcurrentStreams},
 	}
 	if certs != nil {
 		public.TLSConfig = certs.tlsConfig()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,29 @@ Tracing (OpenTelemetry, standard variables; off unless an endpoint is set):
       (ms, 5000), OTEL_BSP_EXPORT_TIMEOUT (ms, 30000), OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512)
   OTEL_SDK_DISABLED=true turns tracing off.
 `
+
+// otelCredentials are the credentials in the OTEL_* variables, for the log
+// redaction (redact.go): the values of the export headers (API keys,
+// tokens) and the userinfo and password of the endpoints.
+func otelCredentials(environ map[string]string) []string {
+	var out []string
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		for _, item := range strings.Split(environ[name], ",") {
+			if _, v, ok := strings.Cut(item, "="); ok {
+				out = append(out, strings.TrimSpace(v))
+			}
+		}
+	}
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		if ui, _, ok := userinfo(strings.TrimSpace(environ[name])); ok {
+			out = append(out, ui)
+			if _, pw, ok := strings.Cut(ui, ":"); ok {
+				out = append(out, pw)
+			}
+		}
+	}
+	return out
+}
 
 // traceFlushMax bounds the shutdown step that exports the last spans, so that
 // an unreachable collector delays the exit by this much at most.

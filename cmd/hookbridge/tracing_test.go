@@ -148,3 +148,16 @@ func TestPrintEventTraceID(t *testing.T) {
 		t.Errorf("trace id without a traceparent: %s", b.String())
 	}
 }
+
+// The OTEL_* credentials (export header values, endpoint userinfo) join
+// the texts every log line is scrubbed of.
+func TestTracingCredentialsRedacted(t *testing.T) {
+	creds := credentials(map[string]string{
+		"OTEL_EXPORTER_OTLP_HEADERS":         "api-key=s3cr3t-value,x-tenant=acme",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://user:p4ss-word@collector:4318/v1/traces",
+	})
+	line := redactText(`{"msg":"export failed","detail":"key s3cr3t-value pw p4ss-word"}`, creds)
+	if strings.Contains(line, "s3cr3t-value") || strings.Contains(line, "p4ss-word") {
+		t.Errorf("credentials left in %s", line)
+	}
+}
