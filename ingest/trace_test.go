@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/hookbridge/hookbridge/internal/otlptest"
-	"github.com/hookbridge/hookbridge/internal/tracing"
+	"github.com/hookbridge/hookbridge/ingest/tracing"
+	"github.com/hookbridge/hookbridge/integration/otlptest"
 	"github.com/hookbridge/hookbridge/schema"
 )
 

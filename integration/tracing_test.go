@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/hookbridge/hookbridge/internal/otlptest"
+	"github.com/hookbridge/hookbridge/integration/otlptest"
 	"github.com/hookbridge/hookbridge/schema"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/hookbridge/hookbridge/ingest"
-	"github.com/hookbridge/hookbridge/internal/tracing"
+	"github.com/hookbridge/hookbridge/ingest/tracing"
 	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hookbridge/hookbridge/ingest"
-	"github.com/hookbridge/hookbridge/internal/tracing"
+	"github.com/hookbridge/hookbridge/ingest/tracing"
 	"github.com/hookbridge/hookbridge/publish"
 )
 

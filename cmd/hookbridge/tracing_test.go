@@ -11,7 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/hookbridge/hookbridge/internal/otlptest"
+	"github.com/hookbridge/hookbridge/integration/otlptest"
 	"github.com/hookbridge/hookbridge/schema"
 )
 

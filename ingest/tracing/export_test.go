@@ -18,7 +18,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/hookbridge/hookbridge/internal/otlptest"
+	"github.com/hookbridge/hookbridge/integration/otlptest"
 )
 
 type countStats struct {
