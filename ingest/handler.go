@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookbridge/hookbridge/schema"
 )
@@ -82,6 +83,9 @@ type HandlerConfig struct {
 	RetryAfter time.Duration
 	Log        zerolog.Logger
 	Observer   Observer // optional
+	// TracerProvider, when set, traces every request with OpenTelemetry
+	// (see trace.go). nil, the default, turns tracing off at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // Handler is the webhook endpoint: read (bounded) → verify → parse → claim →
@@ -94,6 +98,7 @@ type Handler struct {
 	obs        Observer
 	retryAfter string
 	draining   atomic.Bool
+	tr         *tracer // nil: tracing off
 }
 
 // Drain makes every later response carry "Connection: close". Call it when
@@ -135,19 +140,27 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		obs = nopObserver{}
 	}
 	log := cfg.Log.With().Str("component", "ingest").Logger()
-	return &Handler{
+	tr := newTracer(&cfg) // with tracing on, wraps cfg.Publisher and cfg.Deduper
+	h := &Handler{
+		tr:         tr,
 		cfg:        cfg,
 		log:        log,
 		warnLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		obs:        obs,
 		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second)),
-	}, nil
+	}
+	return h, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	var rt *reqTrace
+	if h.tr != nil {
+		rt, r = h.tr.begin(r, start)
+	}
 	o := h.serve(w, r)
 	h.obs.Request(o, time.Since(start))
+	rt.end(o)
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
@@ -161,8 +174,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 
 	// Everything that needs no body first: a request that is stale,
 	// incomplete or over a bound costs no body buffer.
+	vstart := h.traceStart()
 	id, ts, sig, err := h.cfg.Verifier.checkHeaders(r.Header)
 	if err != nil {
+		h.traceVerify(r, vstart, 0, err)
 		bodyUnread(w, r)
 		return h.rejectSignature(w, r, err)
 	}
@@ -190,7 +205,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 
 	// The header checks are not repeated: their verdict is the one of the
 	// moment the request arrived.
+	vstart = h.traceStart()
 	secret, err := h.cfg.Verifier.match(body, id, ts, sig)
+	h.traceVerify(r, vstart, secret, err)
 	if err != nil {
 		return h.rejectSignature(w, r, err)
 	}

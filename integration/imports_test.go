@@ -35,3 +35,47 @@ func TestImportDirection(t *testing.T) {
 		}
 	}
 }
+
+// TestDependencies: ingest, which users import into their own handlers, uses
+// the OpenTelemetry API only (the SDK and exporter are the binary's), and
+// gRPC is nowhere in the binary: tracing speaks OTLP over HTTP.
+func TestDependencies(t *testing.T) {
+	const mod = "github.com/hookbridge/hookbridge/"
+	deps := func(pkg string) []string {
+		out, err := exec.Command("go", "list", "-deps", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		return strings.Fields(string(out))
+	}
+	for _, d := range deps(mod + "ingest") {
+		if strings.HasPrefix(d, "go.opentelemetry.io/otel/sdk") || strings.HasPrefix(d, mod+"internal/") ||
+			strings.HasPrefix(d, "go.opentelemetry.io/proto") {
+			t.Errorf("ingest depends on %s", d)
+		}
+	}
+	grpc := func(name string) bool {
+		return strings.HasPrefix(name, "google.golang.org/grpc") || strings.Contains(name, "grpc-gateway") ||
+			strings.HasPrefix(name, "google.golang.org/genproto")
+	}
+	sawOTel := false
+	for _, d := range deps(mod + "cmd/hookbridge") {
+		sawOTel = sawOTel || strings.HasPrefix(d, "go.opentelemetry.io/otel/sdk/trace")
+		if grpc(d) {
+			t.Errorf("the binary depends on %s", d)
+		}
+	}
+	if !sawOTel {
+		t.Error("the binary does not link the OpenTelemetry SDK: this test no longer checks what it should")
+	}
+	// The binary TestMain built: its module list as `go version -m` shows it.
+	out, err := exec.Command("go", "version", "-m", hookbridgeBin).Output()
+	if err != nil {
+		t.Fatalf("go version -m: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "dep" && grpc(f[1]) {
+			t.Errorf("the binary links module %s", f[1])
+		}
+	}
+}

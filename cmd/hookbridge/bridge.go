@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/ingest/tracing"
 )
 
 // bridge is one `hookbridge serve`: newBridge builds its parts, from the
@@ -79,7 +80,12 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 		return nil, err
 	}
 	b.secrets = newSecretReloader(cfg, environ, verifier, b.metrics, log)
-	if b.handler, err = newWebhookHandler(cfg, br, dedup, verifier, b.metrics, log); err != nil {
+	traces, err := startTracing(cfg.tracing, b.metrics.registry, log) // nil when off
+	if err != nil {
+		return nil, err
+	}
+	b.steps = append(b.steps, tracingSteps(traces)...)
+	if b.handler, err = newWebhookHandler(cfg, br, dedup, verifier, traces, b.metrics, log); err != nil {
 		return nil, err
 	}
 	b.metrics.enableInFlight(b.handler)
@@ -92,7 +98,7 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 }
 
 // newWebhookHandler is the public endpoint: verify, dedup, publish.
-func newWebhookHandler(cfg *config, br broker, dedup ingest.Deduper, v *ingest.Verifier, m *metrics, log zerolog.Logger) (*ingest.Handler, error) {
+func newWebhookHandler(cfg *config, br broker, dedup ingest.Deduper, v *ingest.Verifier, traces *tracing.Provider, m *metrics, log zerolog.Logger) (*ingest.Handler, error) {
 	return ingest.NewHandler(ingest.HandlerConfig{
 		Verifier:            v,
 		Publisher:           br.pub,
@@ -102,6 +108,7 @@ func newWebhookHandler(cfg *config, br broker, dedup ingest.Deduper, v *ingest.V
 		PublishTimeout:      cfg.PublishTimeout,
 		Log:                 log,
 		Observer:            m,
+		TracerProvider:      traces.TracerProvider(), // nil when off
 		MaxInFlightBytes:    cfg.MaxInFlightBytes,
 		MaxInFlightRequests: cfg.MaxInFlightRequests,
 	})

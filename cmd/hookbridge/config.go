@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/ingest/tracing"
 	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )
@@ -171,6 +172,8 @@ type config struct {
 	maxBodySet bool
 	// credentials are the texts no log line may carry (redact.go).
 	credentials []string
+	// tracing is read from the standard OTEL_* variables (tracing.go).
+	tracing tracing.Config
 }
 
 // parseEnv reads the parts of the environment contract that T holds from
@@ -200,6 +203,9 @@ func loadConfig(environ map[string]string) (*config, error) {
 		errs = append(errs, errors.New("no signing secret: set HOOKBRIDGE_SECRETS (or OPENAI_WEBHOOK_SECRET, or HOOKBRIDGE_SECRETS_FILE) to the whsec_… secret of your OpenAI webhook endpoint"))
 	}
 	if err := cfg.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.tracing, err = tracing.FromEnv(environ); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -527,6 +533,7 @@ func (c *config) redacted() map[string]any {
 		out[envPrefix+f.name] = val
 	}
 	out["secrets_configured"] = len(c.secrets)
+	out["otel_tracing"] = c.tracing.Summary()
 	return out
 }
 

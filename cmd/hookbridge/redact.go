@@ -92,6 +92,9 @@ func credentials(environ map[string]string) []string {
 	for _, name := range credentialVars {
 		add(environ[envPrefix+name])
 	}
+	for _, c := range otelCredentials(environ) {
+		add(c)
+	}
 	for _, name := range urlListVars {
 		for _, p := range strings.Split(environ[envPrefix+name], ",") {
 			ui, _, ok := userinfo(strings.TrimSpace(p))

@@ -35,7 +35,7 @@ func runServe(args []string, io stdio) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.err)
 	dev := fs.Bool("dev", false, "local development mode (generated secret, free ports for taken defaults)")
-	fs.Usage = func() { fmt.Fprint(io.err, serveUsage+configHelp()) }
+	fs.Usage = func() { fmt.Fprint(io.err, serveUsage+configHelp()+tracingHelp) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -26,6 +26,7 @@ const (
 	stageDedup
 	stageConn
 	stageEmbedded
+	stageTracing
 	stageAdmin
 )
 

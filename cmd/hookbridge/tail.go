@@ -23,7 +23,8 @@ import (
 const tailUsage = `Usage: hookbridge tail [flags]
 
 Follows the events on the bus and prints one line per event (time, type,
-event id, object id, webhook-id), or the raw JSON body with --json.
+event id, object id, webhook-id, and the trace id when the message carries a
+traceparent), or the raw JSON body with --json.
 
 --type filters by event type; "*" matches one token and ">" (or "**") the
 rest: --type batch.completed, --type 'batch.*', --type 'agent.>'.
@@ -250,5 +251,9 @@ func printEvent(out io.Writer, subject string, h map[string][]string, body []byt
 	} else {
 		typ = "deadletter(" + get("hookbridge-reason") + ")"
 	}
-	fmt.Fprintf(out, "%s  %-34s %-38s %-30s webhook-id=%s  subject=%s\n", when, typ, id, obj, get("webhook-id"), subject)
+	trace := ""
+	if tid := schema.Headers(h).TraceID(); tid != "" {
+		trace = "  trace=" + tid
+	}
+	fmt.Fprintf(out, "%s  %-34s %-38s %-30s webhook-id=%s  subject=%s%s\n", when, typ, id, obj, get("webhook-id"), subject, trace)
 }
