@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,41 +79,10 @@ var samplers = []string{"always_on", "always_off", "traceidratio",
 // meant for other processes cannot stop the bridge; when it is on, every
 // problem is reported at once.
 func FromEnv(environ map[string]string) (Config, error) {
-	get := func(name string) string { return strings.TrimSpace(environ[name]) }
-	// signal returns the traces-specific variable, else the general one,
-	// with the name that was used (for messages).
-	signal := func(suffix string) (string, string) {
-		if v := get("OTEL_EXPORTER_OTLP_TRACES_" + suffix); v != "" {
-			return v, "OTEL_EXPORTER_OTLP_TRACES_" + suffix
-		}
-		return get("OTEL_EXPORTER_OTLP_" + suffix), "OTEL_EXPORTER_OTLP_" + suffix
-	}
-
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
-	}
-
-	if strings.EqualFold(get("OTEL_SDK_DISABLED"), "true") {
+	e := &otelEnv{environ: environ}
+	if !e.enabled() {
 		return Config{}, nil
 	}
-	otlp := false
-	for _, e := range strings.Split(get("OTEL_TRACES_EXPORTER"), ",") {
-		switch e = strings.TrimSpace(e); e {
-		case "":
-		case "none":
-			return Config{}, nil
-		case "otlp":
-			otlp = true
-		default:
-			bad("OTEL_TRACES_EXPORTER", "%q is not supported: hookbridge exports traces with OTLP over HTTP (otlp) or not at all (none)", e)
-		}
-	}
-	tracesEndpoint, baseEndpoint := get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), get("OTEL_EXPORTER_OTLP_ENDPOINT")
-	if !otlp && tracesEndpoint == "" && baseEndpoint == "" && len(errs) == 0 {
-		return Config{}, nil
-	}
-
 	c := Config{
 		Enabled:       true,
 		Endpoint:      DefaultEndpoint,
@@ -125,12 +95,68 @@ func FromEnv(environ map[string]string) (Config, error) {
 		MaxQueueSize:  DefaultMaxQueueSize,
 		MaxBatchSize:  DefaultMaxBatchSize,
 	}
+	e.endpoint(&c)
+	e.exporter(&c)
+	e.resource(&c)
+	e.sampler(&c)
+	e.queue(&c)
+	if len(e.errs) > 0 {
+		return Config{}, errors.Join(e.errs...)
+	}
+	return c, nil
+}
 
+// otelEnv reads OTEL_* variables, collecting every problem.
+type otelEnv struct {
+	environ map[string]string
+	errs    []error
+}
+
+func (e *otelEnv) get(name string) string { return strings.TrimSpace(e.environ[name]) }
+
+// signal returns the traces-specific variable, else the general one, with
+// the name that was used (for messages).
+func (e *otelEnv) signal(suffix string) (string, string) {
+	if v := e.get("OTEL_EXPORTER_OTLP_TRACES_" + suffix); v != "" {
+		return v, "OTEL_EXPORTER_OTLP_TRACES_" + suffix
+	}
+	return e.get("OTEL_EXPORTER_OTLP_" + suffix), "OTEL_EXPORTER_OTLP_" + suffix
+}
+
+func (e *otelEnv) bad(name, format string, args ...any) {
+	e.errs = append(e.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+// enabled reports whether the variables ask for tracing: an OTLP exporter
+// or an endpoint, and not disabled. An unsupported exporter counts as asking,
+// so that the mistake is reported.
+func (e *otelEnv) enabled() bool {
+	if strings.EqualFold(e.get("OTEL_SDK_DISABLED"), "true") {
+		return false
+	}
+	otlp := false
+	for _, x := range strings.Split(e.get("OTEL_TRACES_EXPORTER"), ",") {
+		switch x = strings.TrimSpace(x); x {
+		case "":
+		case "none":
+			return false
+		case "otlp":
+			otlp = true
+		default:
+			e.bad("OTEL_TRACES_EXPORTER", "%q is not supported: hookbridge exports traces with OTLP over HTTP (otlp) or not at all (none)", x)
+		}
+	}
+	return otlp || e.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || e.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || len(e.errs) > 0
+}
+
+// endpoint sets where spans go.
+func (e *otelEnv) endpoint(c *Config) {
+	tracesEndpoint, baseEndpoint := e.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), e.get("OTEL_EXPORTER_OTLP_ENDPOINT")
 	switch {
 	case tracesEndpoint != "":
 		// Used as it is; a URL without a path means the root.
 		if u, err := parseEndpoint(tracesEndpoint); err != nil {
-			bad("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "%v", err)
+			e.bad("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "%v", err)
 		} else {
 			if u.Path == "" {
 				u.Path = "/"
@@ -140,60 +166,67 @@ func FromEnv(environ map[string]string) (Config, error) {
 	case baseEndpoint != "":
 		// A base URL: the traces path goes under its path.
 		if u, err := parseEndpoint(baseEndpoint); err != nil {
-			bad("OTEL_EXPORTER_OTLP_ENDPOINT", "%v", err)
+			e.bad("OTEL_EXPORTER_OTLP_ENDPOINT", "%v", err)
 		} else {
 			u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
 			u.RawPath = ""
 			c.Endpoint = u.String()
 		}
 	}
+}
 
-	if p, name := signal("PROTOCOL"); p != "" && p != "http/protobuf" {
+// exporter sets how spans are sent: protocol, headers, timeout, compression
+// and TLS.
+func (e *otelEnv) exporter(c *Config) {
+	if p, name := e.signal("PROTOCOL"); p != "" && p != "http/protobuf" {
 		switch p {
 		case "grpc":
-			bad(name, "OTLP over gRPC is not built into hookbridge: point it at the collector's OTLP/HTTP endpoint (port 4318) with http/protobuf")
+			e.bad(name, "OTLP over gRPC is not built into hookbridge: point it at the collector's OTLP/HTTP endpoint (port 4318) with http/protobuf")
 		default:
-			bad(name, "%q is not supported: use http/protobuf", p)
+			e.bad(name, "%q is not supported: use http/protobuf", p)
 		}
 	}
-	if h, name := signal("HEADERS"); h != "" {
+	if h, name := e.signal("HEADERS"); h != "" {
 		hs, err := parseHeaders(h)
 		if err != nil {
-			bad(name, "%v", err)
+			e.bad(name, "%v", err)
 		}
 		c.Headers = hs
 	}
-	if v, name := signal("TIMEOUT"); v != "" {
+	if v, name := e.signal("TIMEOUT"); v != "" {
 		if d, err := millis(v); err != nil || d <= 0 {
-			bad(name, "%q is not a positive number of milliseconds", v)
+			e.bad(name, "%q is not a positive number of milliseconds", v)
 		} else {
 			c.Timeout = d
 		}
 	}
-	switch v, name := signal("COMPRESSION"); v {
+	switch v, name := e.signal("COMPRESSION"); v {
 	case "", "none":
 	case "gzip":
 		c.Gzip = true
 	default:
-		bad(name, "%q is not gzip or none", v)
+		e.bad(name, "%q is not gzip or none", v)
 	}
-	ca, caName := signal("CERTIFICATE")
-	cert, certName := signal("CLIENT_CERTIFICATE")
-	key, _ := signal("CLIENT_KEY")
+	ca, caName := e.signal("CERTIFICATE")
+	cert, certName := e.signal("CLIENT_CERTIFICATE")
+	key, _ := e.signal("CLIENT_KEY")
 	if tc, err := tlsConfig(ca, cert, key); err != nil {
 		name := caName
 		if cert != "" || key != "" {
 			name = certName
 		}
-		bad(name, "%v", err)
+		e.bad(name, "%v", err)
 	} else {
 		c.tls = tc
 	}
+}
 
-	if v := get("OTEL_RESOURCE_ATTRIBUTES"); v != "" {
+// resource sets the service name and the resource attributes.
+func (e *otelEnv) resource(c *Config) {
+	if v := e.get("OTEL_RESOURCE_ATTRIBUTES"); v != "" {
 		kvs, err := parseList(v)
 		if err != nil {
-			bad("OTEL_RESOURCE_ATTRIBUTES", "%v", err)
+			e.bad("OTEL_RESOURCE_ATTRIBUTES", "%v", err)
 		}
 		for _, kv := range kvs {
 			if kv[0] == "service.name" {
@@ -203,37 +236,39 @@ func FromEnv(environ map[string]string) (Config, error) {
 			c.Resource = append(c.Resource, attribute.String(kv[0], kv[1]))
 		}
 	}
-	if v := get("OTEL_SERVICE_NAME"); v != "" {
+	if v := e.get("OTEL_SERVICE_NAME"); v != "" {
 		c.ServiceName = v
 	}
+}
 
-	if v := get("OTEL_TRACES_SAMPLER"); v != "" {
-		known := false
-		for _, s := range samplers {
-			known = known || s == v
-		}
-		if known {
+// sampler sets which traces are recorded.
+func (e *otelEnv) sampler(c *Config) {
+	if v := e.get("OTEL_TRACES_SAMPLER"); v != "" {
+		if slices.Contains(samplers, v) {
 			c.Sampler = v
 		} else {
-			bad("OTEL_TRACES_SAMPLER", "%q is not one of %s", v, strings.Join(samplers, ", "))
+			e.bad("OTEL_TRACES_SAMPLER", "%q is not one of %s", v, strings.Join(samplers, ", "))
 		}
 	}
-	if v := get("OTEL_TRACES_SAMPLER_ARG"); v != "" && strings.HasSuffix(c.Sampler, "traceidratio") {
+	if v := e.get("OTEL_TRACES_SAMPLER_ARG"); v != "" && strings.HasSuffix(c.Sampler, "traceidratio") {
 		if r, err := strconv.ParseFloat(v, 64); err != nil || r < 0 || r > 1 {
-			bad("OTEL_TRACES_SAMPLER_ARG", "%q is not a ratio between 0 and 1", v)
+			e.bad("OTEL_TRACES_SAMPLER_ARG", "%q is not a ratio between 0 and 1", v)
 		} else {
 			c.SamplerArg = r
 		}
 	}
+}
 
+// queue sets the span queue's timing and sizes.
+func (e *otelEnv) queue(c *Config) {
 	durations := []struct {
 		name string
 		dst  *time.Duration
 	}{{"OTEL_BSP_SCHEDULE_DELAY", &c.ScheduleDelay}, {"OTEL_BSP_EXPORT_TIMEOUT", &c.ExportTimeout}}
 	for _, d := range durations {
-		if v := get(d.name); v != "" {
+		if v := e.get(d.name); v != "" {
 			if ms, err := millis(v); err != nil || ms <= 0 {
-				bad(d.name, "%q is not a positive number of milliseconds", v)
+				e.bad(d.name, "%q is not a positive number of milliseconds", v)
 			} else {
 				*d.dst = ms
 			}
@@ -244,9 +279,9 @@ func FromEnv(environ map[string]string) (Config, error) {
 		dst  *int
 	}{{"OTEL_BSP_MAX_QUEUE_SIZE", &c.MaxQueueSize}, {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", &c.MaxBatchSize}}
 	for _, s := range sizes {
-		if v := get(s.name); v != "" {
+		if v := e.get(s.name); v != "" {
 			if n, err := strconv.Atoi(v); err != nil || n < 1 || n > maxQueueSize {
-				bad(s.name, "%q is not a number between 1 and %d", v, maxQueueSize)
+				e.bad(s.name, "%q is not a number between 1 and %d", v, maxQueueSize)
 			} else {
 				*s.dst = n
 			}
@@ -254,11 +289,6 @@ func FromEnv(environ map[string]string) (Config, error) {
 	}
 	// As the specification says: a batch is never larger than the queue.
 	c.MaxBatchSize = min(c.MaxBatchSize, c.MaxQueueSize)
-
-	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
-	}
-	return c, nil
 }
 
 // Summary describes c for the start-up log: the endpoint without
