@@ -204,7 +204,7 @@ var kvDoneValue = []byte(dedupValueDone)
 // The claim stays synchronous and atomic. Messages on one connection are
 // stored in order, so a later Claim through the same connection sees
 // "done"; if the write is lost, the claim's lease expires and a retry is
-// published again, which the stream's Nats-Msg-Id window drops (DESIGN §5).
+// published again, which the stream's Nats-Msg-Id window drops.
 // Errors are those of sending, not of storing. Without a writer it is
 // Complete.
 func (d *KVDeduper) CompleteAsync(id string) error {

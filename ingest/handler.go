@@ -22,7 +22,7 @@ import (
 // label.
 type Outcome string
 
-// Outcomes, one per row of the status table in the README (DESIGN §6).
+// Outcomes, one per row of the status table in the README.
 const (
 	OutcomePublished        Outcome = "published"
 	OutcomeDuplicate        Outcome = "duplicate"

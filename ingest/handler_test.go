@@ -159,7 +159,7 @@ func do(t testing.TB, h http.Handler, r *http.Request) (*httptest.ResponseRecord
 	return w, resp
 }
 
-// TestHandler_StatusTable walks every row of the status table in DESIGN §6.
+// TestHandler_StatusTable walks every row of the README's status table.
 func TestHandler_StatusTable(t *testing.T) {
 	now := testNow.Unix()
 	tests := []struct {
@@ -276,7 +276,7 @@ func TestHandler_StatusTable(t *testing.T) {
 	}
 }
 
-// Unverified input must never reach the dedup store or the broker (DESIGN §9.3).
+// Unverified input must never reach the dedup store or the broker.
 func TestHandler_RejectedRequestsTouchNothing(t *testing.T) {
 	pub, dd := &fakePublisher{}, &fakeDeduper{}
 	h := newTestHandler(t, pub, dd)

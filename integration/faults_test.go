@@ -1,6 +1,7 @@
 package integration
 
-// Fault tests (DESIGN §9, invariants 1, 2 and 4): real nats-server and
+// Fault tests (the guarantees that 2xx means stored, that one webhook-id is
+// one message, and the SIGTERM order): real nats-server and
 // hookbridge processes are killed and restarted while the retrying sender
 // (sender_test.go) keeps delivering, and afterwards every acknowledged
 // webhook-id must be in the stream exactly once.

@@ -3,7 +3,7 @@ package integration
 // Hostile and broken input against a running `hookbridge serve` (the real
 // net/http server with its timeouts and limits). Every case checks the
 // status and the JSON error code; nothing unverified may reach the dedup
-// store or the broker (DESIGN §9.3).
+// store or the broker.
 
 import (
 	"bufio"

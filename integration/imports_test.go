@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestImportDirection enforces DESIGN §2: cmd → ingest, publish → schema.
+// TestImportDirection enforces the import rule: cmd → ingest, publish → schema.
 // schema is standard library only (workers import it); ingest and publish
 // never import each other or cmd.
 func TestImportDirection(t *testing.T) {

@@ -127,7 +127,8 @@ func kafkaHeaderMap(t testing.TB, r *kgo.Record) map[string]string {
 	return h
 }
 
-// checkRecord asserts that r is d as the design's §4 describes it.
+// checkKafkaRecord asserts that r is d as it must appear on Kafka: topic,
+// key, body and headers (README, On the bus).
 func checkKafkaRecord(t testing.TB, r *kgo.Record, d *schema.Delivery, wantTopic string, partitions int) {
 	t.Helper()
 	id := d.WebhookID

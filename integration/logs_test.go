@@ -1,6 +1,6 @@
 package integration
 
-// DESIGN §9.5: no secret, signature or body in any log line, metric or
+// No secret, signature or body in any log line, metric or
 // response. A scripted run exercises every path that logs (valid, invalid,
 // stale, duplicate, dead letter, broker outage, oversized, wrong path) at
 // debug level, then searches everything the process wrote.

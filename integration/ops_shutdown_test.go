@@ -16,7 +16,7 @@ import (
 )
 
 // TestOps_ShutdownOrdering checks the SIGTERM sequence from outside
-// (DESIGN §9.4): /readyz fails at once while new requests are still served
+// (docs/architecture.md): /readyz fails at once while new requests are still served
 // for HOOKBRIDGE_SHUTDOWN_DELAY; then the listener closes but a request that
 // was in flight finishes with 200; the process exits 0 and logs the steps in
 // order: HTTP drain, publisher, connection, admin last.

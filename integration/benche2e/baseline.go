@@ -22,8 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// runBaseline is the yardstick: the minimal correct Go handler (DESIGN §10's
-// "minimal handler"). net/http, crypto/hmac verification of
+// runBaseline is the yardstick: the minimal correct Go handler. net/http, crypto/hmac verification of
 // id.timestamp.body with a ±5 min timestamp check, one JetStream publish
 // (async, waiting for its ack) to a fixed subject, 200 after the ack, 503
 // otherwise. No dedup, no envelope parsing, no headers on the message, no
