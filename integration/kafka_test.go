@@ -70,7 +70,7 @@ func kafkaDeadLetter(n int) *schema.Delivery {
 	}
 }
 
-// expectedKey is the record key the design promises, computed here rather
+// expectedKey is the record key the README promises, computed here rather
 // than by the publisher: the object id, else the webhook-id.
 func kafkaExpectedKey(d *schema.Delivery) string {
 	if d.Event != nil && d.Event.ObjectID() != "" {
