@@ -671,11 +671,14 @@ func loadAlertRules(t *testing.T) alertRules {
 	return r
 }
 
+// operationsDoc is where the metrics and the alerts are documented.
+const operationsDoc = "../docs/operations.md"
+
 // TestAlertRules: each rule has a severity and a summary, reads only metrics
-// the README lists, and the alerts operators rely on exist. (Syntax and
-// behaviour: TestAlertRulesUnit.)
+// the operations guide lists, and the alerts operators rely on exist.
+// (Syntax and behaviour: TestAlertRulesUnit.)
 func TestAlertRules(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	doc, err := os.ReadFile(operationsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -689,8 +692,8 @@ func TestAlertRules(t *testing.T) {
 			}
 			for _, name := range metricName.FindAllString(rule.Expr, -1) {
 				base := strings.TrimSuffix(name, "_bucket")
-				if !bytes.Contains(readme, []byte("`"+base+"`")) {
-					t.Errorf("%s: %s is not a metric listed in the README", rule.Alert, name)
+				if !bytes.Contains(doc, []byte("`"+base+"`")) {
+					t.Errorf("%s: %s is not a metric listed in %s", rule.Alert, name, operationsDoc)
 				}
 			}
 		}
@@ -706,23 +709,23 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-// TestREADMEQuietTimePatch applies the README's patch for the quiet time of
-// HookbridgeNoWebhooks in an overlay, as a user would, and checks that it
+// TestQuietTimePatch applies the operations guide's patch for the quiet time
+// of HookbridgeNoWebhooks in an overlay, as a user would, and checks that it
 // changes that rule and no other.
-func TestREADMEQuietTimePatch(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+func TestQuietTimePatch(t *testing.T) {
+	doc, err := os.ReadFile(operationsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)quiet time of\\s+`HookbridgeNoWebhooks`.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	m := regexp.MustCompile("(?s)quiet time of\\s+`HookbridgeNoWebhooks`.*?```yaml\n(.*?)```").FindSubmatch(doc)
 	if m == nil {
-		t.Fatal("the README has no patch for the quiet time of HookbridgeNoWebhooks")
+		t.Fatalf("%s has no patch for the quiet time of HookbridgeNoWebhooks", operationsDoc)
 	}
 	overlay := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" +
 		"resources:\n  - ../../base\ncomponents:\n  - ../../components/monitoring\n" + string(m[1])
 	r, err := build(sourceFS(t, map[string]string{"examples/quiet/kustomization.yaml": overlay}), "examples/quiet")
 	if err != nil {
-		t.Fatalf("the README's patch does not build: %v", err)
+		t.Fatalf("the operations guide's patch does not build: %v", err)
 	}
 	for _, g := range r.promRules[0].Spec.Groups {
 		for _, rule := range g.Rules {
