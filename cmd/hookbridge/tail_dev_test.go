@@ -38,3 +38,25 @@ func TestTailDefaultsFromDevState(t *testing.T) {
 		t.Errorf("HOOKBRIDGE_KAFKA_BROKERS did not take precedence over dev.json: %s", msg)
 	}
 }
+
+// TestTailReadsTheEnvironmentAsServe: a boolean means the same to tail as to
+// serve (HOOKBRIDGE_KAFKA_TLS=1 turns TLS on), and a malformed one is an
+// error rather than false.
+func TestTailReadsTheEnvironmentAsServe(t *testing.T) {
+	for _, v := range []string{"1", "true", "TRUE", "t"} {
+		env := map[string]string{"HOOKBRIDGE_KAFKA_BROKERS": "127.0.0.1:1", "HOOKBRIDGE_KAFKA_TLS": v, "HOOKBRIDGE_DATA_DIR": t.TempDir()}
+		o, code := parseTail(nil, stdio{err: &bytes.Buffer{}, env: env})
+		if o == nil || !o.kafka.TLS.Enabled {
+			t.Errorf("HOOKBRIDGE_KAFKA_TLS=%s: tail without TLS (exit %d)", v, code)
+		}
+		cfg, err := loadConfig(map[string]string{"HOOKBRIDGE_SECRETS": testSecret0, "HOOKBRIDGE_BROKER": "kafka",
+			"HOOKBRIDGE_KAFKA_BROKERS": "127.0.0.1:1", "HOOKBRIDGE_KAFKA_TLS": v})
+		if err != nil || !cfg.KafkaTLS {
+			t.Errorf("HOOKBRIDGE_KAFKA_TLS=%s: serve without TLS (%v)", v, err)
+		}
+	}
+	var errOut bytes.Buffer
+	if o, code := parseTail(nil, stdio{err: &errOut, env: map[string]string{"HOOKBRIDGE_KAFKA_TLS": "yes please"}}); o != nil || code != 2 {
+		t.Errorf("a malformed HOOKBRIDGE_KAFKA_TLS: exit %d, want 2", code)
+	}
+}
