@@ -4,7 +4,7 @@
 // handler side by side, alternating, drives each with 64 keep-alive
 // connections of unique signed ~430-byte deliveries and prints medians.
 //
-//	go run ./integration/benche2e [-duration 10s] [-runs 3] [-conns 64] [-gen lean|send] [-only nats,kafka,gen]
+//	go run ./integration/benche2e [-duration 10s] [-runs 3] [-conns 64] [-gen lean|send] [-only nats,kafka,gen] [-before BIN]
 //	go run ./integration/benche2e baseline -addr 127.0.0.1:8081 -nats nats://… -secret whsec_…
 //	go run ./integration/benche2e noop -addr 127.0.0.1:8081
 //	go run ./integration/benche2e gen -url http://… -secret whsec_… [-conns 64 -duration 10s]
@@ -72,6 +72,7 @@ type options struct {
 	hookEnv  []string
 	profile  string // directory for CPU profiles of bridge and broker, "" for none
 	match    string // run only configurations whose name contains this
+	before   string // another hookbridge binary to run beside this one, "" for none
 }
 
 func runHarness(args []string) int {
@@ -89,6 +90,7 @@ func runHarness(args []string) int {
 	fs.BoolVar(&o.verbose, "v", false, "print every run")
 	fs.StringVar(&o.match, "match", "", "run only the configurations whose name contains this (the baseline always runs in the NATS table)")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of the bridge and nats-server for each measured run into this directory")
+	fs.StringVar(&o.before, "before", "", "a hookbridge binary built from an earlier commit: its configurations run in the same passes, for before → after tables")
 	hookEnv := fs.String("bridge-env", "", "extra KEY=VALUE,… for the hookbridge processes (e.g. GOGC=100 to compare GC settings)")
 	_ = fs.Parse(args)
 	if *hookEnv != "" {
@@ -147,18 +149,19 @@ func runHarness(args []string) int {
 		}, "")
 	}
 	if o.only["nats"] {
-		runTable(ctx, &o, "NATS JetStream (nats-server process, file store), 1 bridge", []config{
+		runTable(ctx, &o, "NATS JetStream (nats-server process, file store), 1 bridge", withBefore(&o, []config{
 			{name: "hookbridge dedup=nats (defaults)", kind: "hookbridge", broker: "nats", dedup: "nats"},
+			{name: "hookbridge dedup=nats, events 3h old", kind: "hookbridge", broker: "nats", dedup: "nats", age: 3 * time.Hour},
 			{name: "hookbridge dedup=memory", kind: "hookbridge", broker: "nats", dedup: "memory"},
 			{name: "hookbridge dedup=off", kind: "hookbridge", broker: "nats", dedup: "off"},
 			{name: "baseline (net/http+hmac+js async)", kind: "baseline", broker: "nats"},
-		}, "baseline (net/http+hmac+js async)")
+		}), "baseline (net/http+hmac+js async)")
 	}
 	if o.only["kafka"] {
-		runTable(ctx, &o, "Kafka (kfake, 3 brokers, in the harness process: its CPU is the broker column)", []config{
+		runTable(ctx, &o, "Kafka (kfake, 3 brokers, in the harness process: its CPU is the broker column)", withBefore(&o, []config{
 			{name: "hookbridge kafka dedup=memory", kind: "hookbridge", broker: "kafka", dedup: "memory"},
 			{name: "hookbridge kafka dedup=off", kind: "hookbridge", broker: "kafka", dedup: "off"},
-		}, "")
+		}), "")
 	}
 	return 0
 }
@@ -188,7 +191,27 @@ type config struct {
 	kind   string // hookbridge, baseline, noop
 	broker string // nats, kafka
 	dedup  string
-	gen    string // overrides options.gen
+	gen    string        // overrides options.gen
+	age    time.Duration // how old the generated events are
+	bin    string        // the hookbridge binary; default options.hookbin
+}
+
+// withBefore adds, after each hookbridge configuration, the same one run
+// with the -before binary, so both are measured in the same passes.
+func withBefore(o *options, cfgs []config) []config {
+	if o.before == "" {
+		return cfgs
+	}
+	var out []config
+	for _, c := range cfgs {
+		out = append(out, c)
+		if c.kind == "hookbridge" {
+			b := c
+			b.name, b.bin = "before: "+strings.TrimPrefix(c.name, "hookbridge "), o.before
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // result of one run.
@@ -395,7 +418,11 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 		if kafkaBrokers != nil {
 			env = append(env, "HOOKBRIDGE_KAFKA_BROKERS="+strings.Join(kafkaBrokers, ","))
 		}
-		if srv, err = startProc(o.hookbin, env, logf, "serve"); err != nil {
+		bin := o.hookbin
+		if c.bin != "" {
+			bin = c.bin
+		}
+		if srv, err = startProc(bin, env, logf, "serve"); err != nil {
 			return res, err
 		}
 		defer srv.stop()
@@ -432,7 +459,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 	// Warm-up with the lean generator (connections, JIT-free Go still has
 	// caches, pools, the stream's first blocks).
 	if o.warmup > 0 {
-		if _, err := runGenProc(ctx, o, "lean", url, o.warmup, dir); err != nil {
+		if _, err := runGenProc(ctx, o, "lean", url, o.warmup, dir, c.age); err != nil {
 			return res, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -443,7 +470,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 		gen = c.gen
 	}
 	profDone := startProfiles(o, c, run, profURLs)
-	g, err := runGenProc(ctx, o, gen, url, o.duration, dir)
+	g, err := runGenProc(ctx, o, gen, url, o.duration, dir, c.age)
 	profDone()
 	if err != nil {
 		return res, err
@@ -476,7 +503,7 @@ var (
 	sendLatRe     = regexp.MustCompile(`p50 ([\d.]+)ms\s+p90 ([\d.]+)ms\s+p99 ([\d.]+)ms\s+p99.9 ([\d.]+)ms`)
 )
 
-func runGenProc(ctx context.Context, o *options, gen, url string, d time.Duration, dir string) (genRun, error) {
+func runGenProc(ctx context.Context, o *options, gen, url string, d time.Duration, dir string, age time.Duration) (genRun, error) {
 	var g genRun
 	var cmd *exec.Cmd
 	if gen == "send" {
@@ -485,7 +512,7 @@ func runGenProc(ctx context.Context, o *options, gen, url string, d time.Duratio
 			"--concurrency", strconv.Itoa(o.conns), "--quiet")
 	} else {
 		cmd = exec.CommandContext(ctx, o.self, "gen", "-url", url, "-secret", o.secret,
-			"-conns", strconv.Itoa(o.conns), "-duration", d.String())
+			"-conns", strconv.Itoa(o.conns), "-duration", d.String(), "-age", age.String())
 	}
 	cmd.Env = append(os.Environ(), "HOOKBRIDGE_DATA_DIR="+filepath.Join(dir, "nodev"))
 	var stdout, stderr bytes.Buffer
@@ -670,7 +697,7 @@ func startProfiles(o *options, c config, run int, urls [][2]string) func() {
 		return func() {}
 	}
 	secs := max(int(o.duration/time.Second)-1, 1)
-	slug := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "-", "+", "-", "/", "-").Replace(c.name)
+	slug := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "-", "+", "-", "/", "-", ",", "", ":", "").Replace(c.name)
 	var wg sync.WaitGroup
 	for _, u := range urls {
 		wg.Add(1)
