@@ -152,6 +152,8 @@ func runHarness(args []string) int {
 		runTable(ctx, &o, "NATS JetStream (nats-server process, file store), 1 bridge", withBefore(&o, []config{
 			{name: "hookbridge dedup=nats (defaults)", kind: "hookbridge", broker: "nats", dedup: "nats"},
 			{name: "hookbridge dedup=nats, events 3h old", kind: "hookbridge", broker: "nats", dedup: "nats", age: 3 * time.Hour},
+			{name: "hookbridge dedup=nats, 72h window (no KV)", kind: "hookbridge", broker: "nats", dedup: "nats",
+				env: []string{"HOOKBRIDGE_NATS_DUPLICATE_WINDOW=72h"}},
 			{name: "hookbridge dedup=memory", kind: "hookbridge", broker: "nats", dedup: "memory"},
 			{name: "hookbridge dedup=off", kind: "hookbridge", broker: "nats", dedup: "off"},
 			{name: "baseline (net/http+hmac+js async)", kind: "baseline", broker: "nats"},
@@ -194,6 +196,7 @@ type config struct {
 	gen    string        // overrides options.gen
 	age    time.Duration // how old the generated events are
 	bin    string        // the hookbridge binary; default options.hookbin
+	env    []string      // extra environment of the hookbridge process
 }
 
 // withBefore adds, after each hookbridge configuration, the same one run
@@ -243,13 +246,13 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			}
 			res.round = r
 			all[i] = append(all[i], res)
-			fmt.Fprintf(os.Stderr, "  run %d %-38s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB  syscalls/req bridge %.2f broker %.2f %s\n",
+			fmt.Fprintf(os.Stderr, "  run %d %-44s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB  syscalls/req bridge %.2f broker %.2f %s\n",
 				r+1, c.name, res.rps, res.p50, res.p99, res.p999, res.cpuBridge, res.cpuBroker, res.cpuGen, res.rssMiB,
 				res.sysBridge/float64(max(res.sent, 1)), res.sysBroker/float64(max(res.sent, 1)), res.errs)
 		}
 	}
 	fmt.Printf("\n%s\n", title)
-	fmt.Printf("| %-38s | %8s | %10s | %6s | %6s | %7s | %9s | %9s | %9s | %8s | %8s | %7s | %s |\n",
+	fmt.Printf("| %-44s | %8s | %10s | %6s | %6s | %7s | %9s | %9s | %9s | %8s | %8s | %7s | %s |\n",
 		"configuration", "req/s", "req/s range", "p50 ms", "p99 ms", "p99.9ms", "cpu bridge", "cpu broker", "cpu gen", "µs/req*", "peak RSS", "vs base", "p99 vs base")
 	fmt.Printf("|%s\n", strings.Repeat("---|", 13))
 	var base []result
@@ -264,7 +267,7 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			if o.match != "" && !strings.Contains(c.name, o.match) {
 				continue
 			}
-			fmt.Printf("| %-38s | no successful run |\n", c.name)
+			fmt.Printf("| %-44s | no successful run |\n", c.name)
 			continue
 		}
 		m := func(f func(result) float64) float64 { return median(rs, f) }
@@ -282,7 +285,7 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			}
 		}
 		rss := fmt.Sprintf("%.1f MiB", m(func(r result) float64 { return r.rssMiB }))
-		fmt.Printf("| %-38s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.2fs | %9.2fs | %8.2fs | %8.1f | %8s | %7s | %s |\n",
+		fmt.Printf("| %-44s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.2fs | %9.2fs | %8.2fs | %8.1f | %8s | %7s | %s |\n",
 			c.name, rps, lo, hi, m(func(r result) float64 { return r.p50 }), p99,
 			m(func(r result) float64 { return r.p999 }), cpuB,
 			m(func(r result) float64 { return r.cpuBroker }), m(func(r result) float64 { return r.cpuGen }),
@@ -412,6 +415,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 			profURLs = append(profURLs, [2]string{fmt.Sprintf("http://127.0.0.1:%d", aport), "bridge"})
 		}
 		env = append(env, o.hookEnv...)
+		env = append(env, c.env...)
 		if natsURL != "" {
 			env = append(env, "HOOKBRIDGE_NATS_URL="+natsURL)
 		}
