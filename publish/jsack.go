@@ -18,10 +18,11 @@ import (
 // ackMux publishes JetStream messages and hands each acknowledgement to the
 // caller waiting for it (publish), or to a callback (publishAsync): what
 // jetstream.PublishMsgAsync and a wait on its future do, without a timer per
-// message, a reflective JSON decode per ack or two channels per future. A
-// synchronous caller's own context bounds its wait; asynchronous entries are
-// given up by a sweep twice a second. Acks are read by hand, with
-// encoding/json only for errors.
+// message, a reflective JSON decode per ack or two channels per future.
+// Overdue acks are given up by one sweep twice a second, against a clock it
+// keeps itself: a synchronous publish after its attempt timeout (the caller
+// may send again), an asynchronous one after asyncAckTimeout. Acks are read
+// by hand, with encoding/json only for errors.
 //
 // One wildcard subscription receives every ack; each publish's reply subject
 // ends in the next number of a counter.
@@ -33,6 +34,8 @@ type ackMux struct {
 	sem      chan struct{} // bounds synchronous publishes awaiting an ack
 	async    atomic.Int64  // asynchronous publishes awaiting an ack
 	maxAsync int64
+	attempt  int64         // ns a synchronous publish waits before errAckTimeout
+	now      atomic.Int64  // unix ns, updated by the sweep
 	stop     chan struct{} // ends the sweep
 
 	mu      sync.Mutex
@@ -55,11 +58,11 @@ var (
 
 // ackWaiter is one publish awaiting its ack: a synchronous one waits on ch
 // (buffered: one result, never blocks the sender); an asynchronous one has
-// done, called once, and a deadline for the sweep.
+// done, called once. deadline is when the sweep gives it up.
 type ackWaiter struct {
 	ch       chan ackResult
 	done     func(error)
-	deadline int64 // unix ns
+	deadline int64 // unix ns, by the mux's clock
 }
 
 type ackResult struct {
@@ -74,18 +77,23 @@ var waiterPool = sync.Pool{New: func() any { return &ackWaiter{ch: make(chan ack
 // before its callback is told there is none.
 const asyncAckTimeout = 5 * time.Second
 
-// sweepEvery is how often expired asynchronous publishes are given up.
+// sweepEvery is how often overdue publishes are given up: the granularity
+// of both timeouts.
 const sweepEvery = 500 * time.Millisecond
 
-func newAckMux(nc *nats.Conn, maxPending, maxAsync int) (*ackMux, error) {
+// newAckMux returns a mux on nc; a synchronous publish gets errAckTimeout
+// after attempt, give or take sweepEvery.
+func newAckMux(nc *nats.Conn, maxPending, maxAsync int, attempt time.Duration) (*ackMux, error) {
 	m := &ackMux{
 		nc:       nc,
 		prefix:   nc.NewInbox() + ".",
 		pending:  make(map[uint64]*ackWaiter),
 		sem:      make(chan struct{}, maxPending),
 		maxAsync: int64(maxAsync),
+		attempt:  int64(attempt),
 		stop:     make(chan struct{}),
 	}
+	m.now.Store(time.Now().UnixNano())
 	sub, err := nc.Subscribe(m.prefix+"*", m.handle)
 	if err != nil {
 		return nil, fmt.Errorf("publish: ack subscription: %w", err)
@@ -108,8 +116,9 @@ func newAckMux(nc *nats.Conn, maxPending, maxAsync int) (*ackMux, error) {
 }
 
 // publish sends msg with a reply subject of its own and waits, bounded by
-// ctx, for JetStream's answer. sent reports whether msg was handed to the
-// connection, that is whether it may have been stored.
+// ctx and by the attempt timeout (errAckTimeout), for JetStream's answer.
+// sent reports whether msg was handed to the connection, that is whether it
+// may have been stored.
 func (m *ackMux) publish(ctx context.Context, msg *nats.Msg) (r ackResult, sent bool, err error) {
 	select {
 	case m.sem <- struct{}{}:
@@ -123,6 +132,7 @@ func (m *ackMux) publish(ctx context.Context, msg *nats.Msg) (r ackResult, sent 
 	defer func() { <-m.sem }()
 
 	w := waiterPool.Get().(*ackWaiter)
+	w.deadline = m.now.Load() + m.attempt
 	id, ok := m.register(w)
 	if !ok {
 		waiterPool.Put(w)
@@ -147,7 +157,7 @@ func (m *ackMux) publish(ctx context.Context, msg *nats.Msg) (r ackResult, sent 
 }
 
 // publishAsync sends msg with a reply subject of its own and returns; done is
-// called exactly once with JetStream's answer, errAckTimeout after
+// called exactly once with JetStream's answer, errAckTimeout after about
 // asyncAckTimeout, or errAckLost/errMuxClosed. It runs on the subscription's
 // goroutine and must not block. An error returned means msg was not sent and
 // done will not be called.
@@ -156,7 +166,7 @@ func (m *ackMux) publishAsync(msg *nats.Msg, done func(error)) error {
 		m.async.Add(-1)
 		return errTooManyPending
 	}
-	w := &ackWaiter{done: done, deadline: time.Now().Add(asyncAckTimeout).UnixNano()}
+	w := &ackWaiter{done: done, deadline: m.now.Load() + int64(asyncAckTimeout)}
 	id, ok := m.register(w)
 	if !ok {
 		m.async.Add(-1)
@@ -200,7 +210,7 @@ func (m *ackMux) deliver(w *ackWaiter, r ackResult) {
 	w.ch <- r
 }
 
-// sweep gives up asynchronous publishes whose ack is overdue.
+// sweep gives up publishes whose ack is overdue.
 func (m *ackMux) sweep() {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
@@ -211,9 +221,10 @@ func (m *ackMux) sweep() {
 			return
 		case now := <-t.C:
 			ns := now.UnixNano()
+			m.now.Store(ns)
 			m.mu.Lock()
 			for id, w := range m.pending {
-				if w.done != nil && w.deadline < ns {
+				if w.deadline < ns {
 					delete(m.pending, id)
 					late = append(late, w)
 				}

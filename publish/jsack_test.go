@@ -100,7 +100,7 @@ func FuzzParseAck(f *testing.F) {
 // that never comes.
 func newTestMux(t *testing.T, env *natsEnv, subj string) *ackMux {
 	t.Helper()
-	m, err := newAckMux(env.nc, 8, 8)
+	m, err := newAckMux(env.nc, 8, 8, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,8 +200,10 @@ func TestAckMuxAsync(t *testing.T) {
 		if !errors.Is(err, errAckTimeout) {
 			t.Fatalf("async publish without an ack: %v, want errAckTimeout", err)
 		}
-		if took := time.Since(start); took < asyncAckTimeout || took > asyncAckTimeout+2*sweepEvery {
-			t.Errorf("given up after %s, want %s to %s", took, asyncAckTimeout, asyncAckTimeout+2*sweepEvery)
+		// The sweep's clock is up to one interval stale, and it runs once per
+		// interval.
+		if took := time.Since(start); took < asyncAckTimeout-sweepEvery || took > asyncAckTimeout+2*sweepEvery {
+			t.Errorf("given up after %s, want %s to %s", took, asyncAckTimeout-sweepEvery, asyncAckTimeout+2*sweepEvery)
 		}
 	case <-time.After(asyncAckTimeout + 5*time.Second):
 		t.Fatal("async publish never answered")
@@ -250,5 +252,30 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A synchronous publish whose ack does not come within the attempt timeout
+// is told so (by the next sweep), sent, so that the caller can send again
+// within its own budget.
+func TestAckMuxAttemptTimeout(t *testing.T) {
+	env := newNATSEnv(t)
+	subj := env.prefix + ".void"
+	newTestMux(t, env, subj) // the subscriber that swallows messages
+	m, err := newAckMux(env.nc, 8, 8, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	start := time.Now()
+	_, sent, err := m.publish(testCtx(t), &nats.Msg{Subject: subj, Data: []byte("x")})
+	if !errors.Is(err, errAckTimeout) || !sent {
+		t.Fatalf("publish without an ack = sent %v, %v; want sent and errAckTimeout", sent, err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond+3*sweepEvery {
+		t.Errorf("errAckTimeout after %s", took)
+	}
+	if n := pendingAcks(m); n != 0 {
+		t.Errorf("%d waits left behind", n)
 	}
 }

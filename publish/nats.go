@@ -41,11 +41,12 @@ const (
 	// store resends later.
 	natsMaxAsync = 8192
 
-	// natsAttemptTimeout is how long one attempt waits for its ack before
-	// the message is sent again (within the request's budget). An ack that
-	// does not come within it almost always went to a server that died: the
-	// repeat reaches the next stream leader, and Nats-Msg-Id or the expected
-	// sequence keeps it from being stored twice.
+	// natsAttemptTimeout is how long one attempt waits for its ack (give or
+	// take the ackMux sweep's half second) before the message is sent again,
+	// within the request's budget. An ack that does not come within it
+	// almost always went to a server that died: the repeat reaches the next
+	// stream leader, and Nats-Msg-Id or the expected sequence keeps it from
+	// being stored twice.
 	natsAttemptTimeout = time.Second
 	// natsRetryMin and natsRetryMax bound the pause before another attempt
 	// while the stream has no leader or the connection is down.
@@ -188,7 +189,7 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig, log zerolog.Log
 	if err := n.provision(ctx); err != nil {
 		return nil, err
 	}
-	if n.acks, err = newAckMux(nc, natsMaxPending, natsMaxAsync); err != nil {
+	if n.acks, err = newAckMux(nc, natsMaxPending, natsMaxAsync, natsAttemptTimeout); err != nil {
 		return nil, err
 	}
 	if mp := nc.MaxPayload(); mp > 0 && cfg.MaxMsgSize > 0 && mp < int64(cfg.streamMaxMsgSize()) {
@@ -408,9 +409,7 @@ func (n *NATS) request(ctx context.Context, msg *nats.Msg) (ackResult, error) {
 		)
 		if err = n.waitConnected(ctx); err == nil {
 			var sent bool
-			actx, cancel := context.WithTimeout(ctx, natsAttemptTimeout)
-			r, sent, err = n.acks.publish(actx, msg)
-			cancel()
+			r, sent, err = n.acks.publish(ctx, msg)
 			if err == nil {
 				return r, nil
 			}
@@ -475,7 +474,7 @@ func retryReason(err error, sent bool, ctx context.Context) int {
 	case errors.Is(err, errAckLost), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionDraining):
 		return retryDisconnected
-	case sent && errors.Is(err, context.DeadlineExceeded):
+	case sent && errors.Is(err, errAckTimeout):
 		return retryTimeout
 	}
 	return -1

@@ -420,17 +420,18 @@ func TestNATSAckTimeoutMaybeStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	ctx, cancel := context.WithTimeout(context.Background(), natsAttemptTimeout+natsAttemptTimeout/2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*natsAttemptTimeout)
 	defer cancel()
 	_, err = n.Publish(ctx, delivery(t, "wh_silent", batchBody))
 	if !maybeStoredErr(err) {
 		t.Errorf("Publish with no ack = %v, want a maybe-stored error", err)
 	}
-	if got := n.Retries()[retryTimeout]; got != 1 {
-		t.Errorf("timeout retries = %d, want 1", got)
+	retries := n.Retries()[retryTimeout]
+	if retries < 1 || retries > 3 {
+		t.Errorf("timeout retries = %d, want 1 to 3 in 3 attempt timeouts", retries)
 	}
-	if got, _, _ := sub.Pending(); got != 2 {
-		t.Errorf("the message was sent %d times, want 2", got)
+	if got, _, _ := sub.Pending(); uint64(got) != retries+1 {
+		t.Errorf("the message was sent %d times, want %d", got, retries+1)
 	}
 }
 
