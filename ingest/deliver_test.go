@@ -344,3 +344,40 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// refusingPublisher loses the first answer for every id, then refuses bad
+// for good and stores the rest.
+type refusingPublisher struct {
+	mu   sync.Mutex
+	seen map[string]bool
+	bad  string
+}
+
+func (p *refusingPublisher) Publish(_ context.Context, d *schema.Delivery) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.seen[d.WebhookID] {
+		p.seen[d.WebhookID] = true
+		return false, maybeStoredErr{}
+	}
+	if d.WebhookID == p.bad {
+		return false, errors.New("refused")
+	}
+	return false, nil
+}
+
+// A delivery the broker keeps refusing does not hold up the ones behind it.
+func TestRepublishNoHeadOfLineBlocking(t *testing.T) {
+	obs := &recordingObserver{}
+	pub := &refusingPublisher{seen: map[string]bool{}, bad: "wh_refused"}
+	h := newTestHandlerWith(t, HandlerConfig{Publisher: pub, BrokerWindow: 2 * time.Hour, Observer: obs})
+	for _, id := range []string{"wh_refused", "wh_fine"} {
+		if w, _ := do(t, h, signedRequest(t, id, testNow.Unix(), testBody)); w.Code != 503 {
+			t.Fatalf("%s: status %d", id, w.Code)
+		}
+	}
+	waitFor(t, "the second delivery settled", func() bool { return len(obs.results()) == 1 })
+	if got := obs.results(); got[0] != RepublishStored || h.RepublishPending() != 1 {
+		t.Errorf("results %v, pending %d; want the second stored and the first still pending", got, h.RepublishPending())
+	}
+}

@@ -50,8 +50,8 @@ const (
 //
 // The broker drops a repeat only within its window, so each delivery is
 // given up half a window after its first attempt. One goroutine works
-// through the queue oldest first and backs off while the broker does not
-// answer; the queue is bounded in count and bytes.
+// through the queue in turn and backs off while the broker does not answer;
+// the queue is bounded in count and bytes.
 type republisher struct {
 	pub      Publisher
 	dd       Deduper // nil: nothing to record
@@ -136,6 +136,17 @@ func (r *republisher) pop() {
 	}
 }
 
+// rotate moves the head to the tail.
+func (r *republisher) rotate() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.queue) > 1 {
+		u := r.queue[0]
+		r.queue[0] = unsettled{}
+		r.queue = append(r.queue[1:], u)
+	}
+}
+
 func (r *republisher) run() {
 	defer close(r.done)
 	backoff := republishBackoffMin
@@ -161,7 +172,10 @@ func (r *republisher) run() {
 			backoff = republishBackoffMin
 			continue
 		}
-		// The broker is not answering: wait, then try the oldest again.
+		// The broker is not answering (or refuses this one): let the next
+		// have its turn after a pause, so that one delivery cannot hold up
+		// the rest.
+		r.rotate()
 		select {
 		case <-time.After(backoff):
 		case <-r.ctx.Done():
