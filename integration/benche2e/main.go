@@ -252,9 +252,9 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 		}
 	}
 	fmt.Printf("\n%s\n", title)
-	fmt.Printf("| %-44s | %8s | %10s | %6s | %6s | %7s | %9s | %9s | %9s | %8s | %8s | %7s | %s |\n",
-		"configuration", "req/s", "req/s range", "p50 ms", "p99 ms", "p99.9ms", "cpu bridge", "cpu broker", "cpu gen", "µs/req*", "peak RSS", "vs base", "p99 vs base")
-	fmt.Printf("|%s\n", strings.Repeat("---|", 13))
+	fmt.Printf("| %-44s | %8s | %11s | %6s | %6s | %7s | %9s | %9s | %9s | %8s | %8s | %7s | %7s | %s |\n",
+		"configuration", "req/s", "req/s range", "p50 ms", "p99 ms", "p99.9ms", "µs bridge", "µs broker", "µs gen", "µs/req*", "peak RSS", "vs base", "cpu vs base", "p99 vs base")
+	fmt.Printf("|%s\n", strings.Repeat("---|", 14))
 	var base []result
 	for i, c := range cfgs {
 		if c.name == baseline {
@@ -274,48 +274,53 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 		rps := m(func(r result) float64 { return r.rps })
 		lo, hi := minmax(rs, func(r result) float64 { return r.rps })
 		p99 := m(func(r result) float64 { return r.p99 })
-		cpuB := m(func(r result) float64 { return r.cpuBridge })
-		perReq := m(func(r result) float64 {
-			return (r.cpuBridge + r.cpuBroker) / float64(max(r.sent, 1)) * 1e6
-		})
-		ratio, pratio := "", ""
+		ratio, cratio, pratio := "", "", ""
 		if c.name != baseline {
-			if rr, pr, ok := pairedRatios(rs, base); ok {
-				ratio, pratio = fmt.Sprintf("%.2f×", rr), fmt.Sprintf("%.2f×", pr)
+			if rr, cr, pr, ok := pairedRatios(rs, base); ok {
+				ratio, cratio, pratio = fmt.Sprintf("%.2f×", rr), fmt.Sprintf("%.2f×", cr), fmt.Sprintf("%.2f×", pr)
 			}
 		}
 		rss := fmt.Sprintf("%.1f MiB", m(func(r result) float64 { return r.rssMiB }))
-		fmt.Printf("| %-44s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.2fs | %9.2fs | %8.2fs | %8.1f | %8s | %7s | %s |\n",
+		fmt.Printf("| %-44s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.1f | %9.1f | %9.1f | %8.1f | %8s | %7s | %7s | %s |\n",
 			c.name, rps, lo, hi, m(func(r result) float64 { return r.p50 }), p99,
-			m(func(r result) float64 { return r.p999 }), cpuB,
-			m(func(r result) float64 { return r.cpuBroker }), m(func(r result) float64 { return r.cpuGen }),
-			perReq, rss, ratio, pratio)
+			m(func(r result) float64 { return r.p999 }),
+			m(func(r result) float64 { return r.usBridge() }), m(func(r result) float64 { return r.usBroker() }),
+			m(func(r result) float64 { return r.usGen() }), m(func(r result) float64 { return r.usBridge() + r.usBroker() }),
+			rss, ratio, cratio, pratio)
 	}
-	fmt.Println("(*) bridge + broker CPU µs per request. CPU columns: seconds used during the measured run.")
+	fmt.Println("µs columns: CPU per request during the measured run, medians. (*) bridge + broker.")
 	if baseline != "" {
-		fmt.Println("vs base: median over passes of the ratio to the baseline run of the same pass, so that a slow pass (the machine's speed drifts) counts for both.")
+		fmt.Println("vs base: median over passes of the req/s ratio to the baseline run of the same pass, so that a slow pass (the machine's speed drifts) counts for both.")
+		fmt.Println("cpu vs base: the same for the CPU per request of bridge, broker and generator together (baseline's / this one's): what req/s would be if these three had the cores to themselves.")
 	}
 }
 
+func (r result) usBridge() float64 { return r.cpuBridge / float64(max(r.sent, 1)) * 1e6 }
+func (r result) usBroker() float64 { return r.cpuBroker / float64(max(r.sent, 1)) * 1e6 }
+func (r result) usGen() float64    { return r.cpuGen / float64(max(r.sent, 1)) * 1e6 }
+func (r result) usAll() float64    { return r.usBridge() + r.usBroker() + r.usGen() }
+
 // pairedRatios is the median, over the passes in which both ran, of rs's
-// req/s and p99 divided by those of base in the same pass.
-func pairedRatios(rs, base []result) (rps, p99 float64, ok bool) {
+// req/s, total CPU per request (inverted) and p99 against those of base in
+// the same pass.
+func pairedRatios(rs, base []result) (rps, cpu, p99 float64, ok bool) {
 	byRound := map[int]result{}
 	for _, b := range base {
 		byRound[b.round] = b
 	}
-	var rr, pr []result
+	var rr, cr, pr []result
 	for _, r := range rs {
-		if b, found := byRound[r.round]; found && b.rps > 0 && b.p99 > 0 {
+		if b, found := byRound[r.round]; found && b.rps > 0 && b.p99 > 0 && r.usAll() > 0 {
 			rr = append(rr, result{rps: r.rps / b.rps})
+			cr = append(cr, result{rps: b.usAll() / r.usAll()})
 			pr = append(pr, result{rps: r.p99 / b.p99})
 		}
 	}
 	if len(rr) == 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	get := func(r result) float64 { return r.rps }
-	return median(rr, get), median(pr, get), true
+	return median(rr, get), median(cr, get), median(pr, get), true
 }
 
 func median(rs []result, f func(result) float64) float64 {
