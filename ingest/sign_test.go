@@ -66,3 +66,13 @@ func TestSignerAllocs(t *testing.T) {
 		t.Errorf("Signer.Sign allocates %v times, want 1 (the returned string)", n)
 	}
 }
+
+func BenchmarkSign(b *testing.B) {
+	s, _ := ParseSecret(vecSecret)
+	sg, _ := NewSigner(s)
+	body := []byte(vecBody)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = sg.Sign(vecID, vecTS, body)
+	}
+}
