@@ -96,9 +96,11 @@ type Deduper interface {
 	Claim(ctx context.Context, key string) (ClaimStatus, Owner, error)
 	// Complete records key as published, whoever claimed it: also without
 	// a claim, when the broker's duplicate window guarded the publish. A
-	// store may send the record without waiting for it to be stored (the
-	// JetStream KV store does, and retries it in the background); a Claim
-	// that follows a Complete on the same store still finds the key done.
+	// store may return before the record is stored: the JetStream KV store
+	// sends it on the connection its claims use, in order, without waiting,
+	// and sends again what JetStream did not store. A Claim after Complete
+	// then finds the key done unless the first send was lost, a case the
+	// broker's window covers while the resend is pending.
 	Complete(ctx context.Context, key string) error
 	// Release removes the claim of owner on key, so that a retry can publish.
 	// A claim another request took over, and a completed key, stay as they
