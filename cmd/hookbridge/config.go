@@ -21,7 +21,7 @@ import (
 // envPrefix is prepended to every variable in config.
 const envPrefix = "HOOKBRIDGE_"
 
-// config is the whole environment contract of `hookbridge serve` (DESIGN §7).
+// config is the whole environment contract of `hookbridge serve`.
 // It is flat on purpose: one struct, one table in the README, one place where
 // a variable's name, default and meaning are decided. The `help` tag feeds
 // `hookbridge serve --help`.
@@ -37,7 +37,7 @@ type config struct {
 	// Global bounds on what unverified requests may hold at once.
 	MaxInFlightBytes    int64         `env:"MAX_IN_FLIGHT_BYTES" envDefault:"67108864" help:"body bytes all requests may hold at once, from the first byte read to the answer (503 + Retry-After beyond it, body unread)"`
 	MaxInFlightRequests int           `env:"MAX_IN_FLIGHT_REQUESTS" envDefault:"1024" help:"requests past the header checks at once (503 + Retry-After beyond it, body unread)"`
-	PublishTimeout      time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"budget per request for dedup claim + broker ack (503 after it)"`
+	PublishTimeout      time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"budget per request for dedup claim + broker ack, retries included (503 after it)"`
 	ReadTimeout         time.Duration `env:"READ_TIMEOUT" envDefault:"10s" help:"time to receive a whole request (slow clients get cut off)"`
 	ShutdownDelay       time.Duration `env:"SHUTDOWN_DELAY" envDefault:"5s" help:"after SIGTERM, keep serving with /readyz failing for this long so load balancers stop routing"`
 	ShutdownGrace       time.Duration `env:"SHUTDOWN_GRACE" envDefault:"20s" help:"upper bound for draining requests and closing publishers after the delay"`
@@ -63,7 +63,7 @@ type config struct {
 	NATSKeyFile  string `env:"NATS_TLS_KEY_FILE" help:"client key for NATS TLS"`
 
 	NATSStream     string        `env:"NATS_STREAM" envDefault:"OPENAI_WEBHOOKS" help:"JetStream stream (created if absent, never rewritten)"`
-	NATSDuplicates time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"2h" help:"stream duplicate window for Nats-Msg-Id (second line of defence)"`
+	NATSDuplicates time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"2h" help:"duplicate window of the stream when hookbridge creates it: JetStream drops a repeated Nats-Msg-Id within it, the claim for events younger than it (an existing stream's own window is used)"`
 	NATSMaxAge     time.Duration `env:"NATS_MAX_AGE" envDefault:"168h" help:"stream retention"`
 	NATSReplicas   int           `env:"NATS_REPLICAS" envDefault:"1" help:"stream and dedup bucket replicas (3 for production clusters)"`
 
@@ -90,9 +90,9 @@ type config struct {
 	KafkaPassword     string        `env:"KAFKA_SASL_PASSWORD,unset" help:"SASL password"`
 
 	Dedup       string        `env:"DEDUP" help:"nats, redis, memory or off (default nats with NATS, memory with Kafka)"`
-	DedupTTL    time.Duration `env:"DEDUP_TTL" envDefault:"72h" help:"how long a published webhook-id is remembered"`
-	DedupLease  time.Duration `env:"DEDUP_LEASE" envDefault:"30s" help:"how long an in-flight claim blocks other deliveries of the id"`
-	DedupBucket string        `env:"DEDUP_BUCKET" envDefault:"HOOKBRIDGE_DEDUP" help:"JetStream KV bucket of the nats dedup store"`
+	DedupTTL    time.Duration `env:"DEDUP_TTL" envDefault:"72h" help:"how long a published webhook-id is remembered (with dedup nats and a stream window at least this long, no KV bucket is used)"`
+	DedupLease  time.Duration `env:"DEDUP_LEASE" envDefault:"30s" help:"how long an in-flight claim in the dedup store blocks other deliveries of the id"`
+	DedupBucket string        `env:"DEDUP_BUCKET" envDefault:"HOOKBRIDGE_DEDUP" help:"JetStream KV bucket of the nats dedup store: ids older than the stream window"`
 	DedupMax    int           `env:"DEDUP_MEMORY_MAX" envDefault:"1000000" help:"ids remembered by the memory store (about 70 bytes each)"`
 	RedisURL    string        `env:"REDIS_URL,unset" help:"Redis for HOOKBRIDGE_DEDUP=redis (redis:// or rediss://)"`
 

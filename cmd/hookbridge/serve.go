@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/ingest/dedup"
 	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )
@@ -62,7 +63,9 @@ type step struct {
 }
 
 const (
-	stageHTTP = iota
+	stageHTTP      = iota
+	stageRepublish // settle or drop deliveries whose outcome is unknown
+	stageRecords   // flush the KV store's records, through the publisher
 	stagePublisher
 	stageDedup
 	stageConn
@@ -283,40 +286,19 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 			return fail(err)
 		}
 		pub = nps
+		metrics.natsRetries(nps)
 	}
 	cleanup = append(cleanup, step{stagePublisher, "publisher flush and close", pub.Close})
 	metrics.brokerUp(pub)
 
 	checks := map[string]checker{"broker": pub}
-	var deduper ingest.Deduper
-	switch cfg.Dedup {
-	case "nats":
-		kv, err := ingest.NewKVDeduper(startCtx, nps.JetStream(), ingest.KVOptions{
-			Bucket: cfg.DedupBucket, TTL: cfg.DedupTTL, Lease: cfg.DedupLease, Replicas: cfg.NATSReplicas,
-			Writer: nps,
-		})
-		if err != nil {
-			return fail(err)
-		}
-		deduper = kv
-		checks["dedup"] = kv
-	case "redis":
-		rd, err := ingest.NewRedisDeduperURL(cfg.RedisURL, ingest.RedisOptions{TTL: cfg.DedupTTL, Lease: cfg.DedupLease})
-		if err != nil {
-			return fail(err)
-		}
-		if err := rd.Check(startCtx); err != nil {
-			return fail(fmt.Errorf("HOOKBRIDGE_REDIS_URL: redis unreachable: %w", err))
-		}
-		cleanup = append(cleanup, step{stageDedup, "redis close", func(context.Context) error { return rd.Close() }})
-		deduper = rd
-		checks["dedup"] = rd
-	case "memory":
-		mem, err := ingest.NewMemoryDeduper(ingest.MemoryOptions{TTL: cfg.DedupTTL, Lease: cfg.DedupLease, MaxEntries: cfg.DedupMax})
-		if err != nil {
-			return fail(err)
-		}
-		deduper = mem
+	dd, err := newDedup(startCtx, cfg, nps, metrics, log)
+	cleanup = append(cleanup, dd.steps...) // what was built, also on error
+	if err != nil {
+		return fail(err)
+	}
+	if dd.check != nil {
+		checks["dedup"] = dd.check
 	}
 
 	verifier, err := ingest.NewVerifier(cfg.secrets, ingest.WithTolerance(cfg.Tolerance))
@@ -332,7 +314,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	handler, err := ingest.NewHandler(ingest.HandlerConfig{
 		Verifier:       verifier,
 		Publisher:      pub,
-		Deduper:        deduper,
+		Deduper:        dd.deduper,
+		BrokerWindow:   dd.window,
 		Path:           cfg.Path,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		PublishTimeout: cfg.PublishTimeout,
@@ -346,6 +329,8 @@ func serve(ctx context.Context, cfg *config, log zerolog.Logger, dev *devState) 
 	if err != nil {
 		return fail(err)
 	}
+	cleanup = append(cleanup, step{stageRepublish, "re-publisher stop", handler.Close})
+	metrics.republishPending(handler)
 
 	var shuttingDown atomic.Bool
 	ready := newReadiness(checks, &shuttingDown)
@@ -482,6 +467,66 @@ loop:
 	err = runSteps(start.Add(cfg.ShutdownGrace), steps, log)
 	log.Info().Dur("duration_ms", time.Since(start)).Msg("shutdown complete")
 	return errors.Join(serveErr, err)
+}
+
+// dedupParts is what the dedup configuration adds to the bridge.
+type dedupParts struct {
+	deduper ingest.Deduper // nil: no store
+	window  time.Duration  // the broker window the handler relies on; 0: none
+	check   checker        // for /readyz; nil: nothing to check
+	steps   []step
+}
+
+// newDedup builds the dedup store of cfg.Dedup. With "nats" the stream's
+// duplicate window is the claim for young deliveries (if the stream keeps
+// it across restarts) and the KV bucket the memory beyond it; when the
+// window alone covers HOOKBRIDGE_DEDUP_TTL there is no bucket at all.
+func newDedup(ctx context.Context, cfg *config, nps *publish.NATS, m *metrics, log zerolog.Logger) (dedupParts, error) {
+	var p dedupParts
+	switch cfg.Dedup {
+	case "nats":
+		w, why := nps.DedupWindow()
+		if w == 0 {
+			log.Warn().Str("stream", cfg.NATSStream).Str("reason", why).
+				Msg("dedup: the stream's duplicate window does not survive a server restart; every delivery takes the KV claim")
+		} else {
+			p.window = w
+			log.Info().Stringer("window", w).Stringer("young_within", w-cfg.Tolerance-time.Minute).
+				Msg("dedup: the stream's duplicate window is the claim for young deliveries")
+		}
+		if w > 0 && cfg.DedupTTL <= w {
+			log.Info().Stringer("window", w).Stringer("dedup_ttl", cfg.DedupTTL).
+				Msg("dedup: the stream's duplicate window covers HOOKBRIDGE_DEDUP_TTL; no KV bucket")
+			return p, nil
+		}
+		kv, err := dedup.NewKV(ctx, nps.JetStream(), dedup.KVOptions{
+			Bucket: cfg.DedupBucket, TTL: cfg.DedupTTL, Lease: cfg.DedupLease, Replicas: cfg.NATSReplicas,
+			Writer: nps, Log: log,
+		})
+		if err != nil {
+			return p, err
+		}
+		p.deduper, p.check = kv, kv
+		p.steps = append(p.steps, step{stageRecords, "dedup records flush", kv.Close})
+		m.kvRecords(kv)
+	case "redis":
+		rd, err := dedup.NewRedisURL(cfg.RedisURL, dedup.RedisOptions{TTL: cfg.DedupTTL, Lease: cfg.DedupLease})
+		if err != nil {
+			return p, err
+		}
+		p.steps = append(p.steps, step{stageDedup, "redis close", func(context.Context) error { return rd.Close() }})
+		if err := rd.Check(ctx); err != nil {
+			return p, fmt.Errorf("HOOKBRIDGE_REDIS_URL: redis unreachable: %w", err)
+		}
+		p.deduper, p.check = rd, rd
+	case "memory":
+		mem, err := dedup.NewMemory(dedup.MemoryOptions{TTL: cfg.DedupTTL, Lease: cfg.DedupLease, MaxEntries: cfg.DedupMax})
+		if err != nil {
+			return p, err
+		}
+		p.deduper = mem
+	}
+	return p, nil
 }
 
 func listen(addr, variable string) (net.Listener, error) {
