@@ -34,8 +34,8 @@ test-short: ## unit tests only (no broker processes)
 bench: ## micro-benchmarks (verifier, parser, headers, handler, dedup, publish)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCHCOUNT) $(PKG)
 
-bench-e2e: ## end-to-end: hookbridge (dedup nats/memory/off) vs a minimal baseline on nats-server and kfake; medians
-	$(GO) run ./integration/benche2e -duration 10s -runs 5 -conns 64
+bench-e2e: ## end-to-end: hookbridge (dedup nats/memory/off) vs a minimal baseline on nats-server and kfake; medians (BEFORE=bin: also an earlier build)
+	$(GO) run ./integration/benche2e -duration 10s -runs 5 -conns 64 $(if $(BEFORE),-before $(BEFORE))
 
 fuzz: ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run='^$$' -fuzz='^FuzzVerifyDifferential$$' -fuzztime=$(FUZZTIME) ./ingest

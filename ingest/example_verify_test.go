@@ -119,3 +119,18 @@ func ExampleVerifier_VerifyIndex() {
 	fmt.Println(i, err, secrets[i])
 	// Output: 1 <nil> whsec_[REDACTED]
 }
+
+// Signing a delivery as OpenAI does, for a test of your handler or a load
+// generator: Sign for one, a Signer (one per goroutine) for many.
+func ExampleSign() {
+	s, err := ingest.ParseSecret(secret)
+	if err != nil {
+		panic(err)
+	}
+	sig, err := ingest.Sign(s, webhookID, timestamp, []byte(payload))
+	if err != nil {
+		panic(err) // a whpk_ public key cannot sign
+	}
+	fmt.Println(sig == signature)
+	// Output: true
+}

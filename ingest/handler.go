@@ -48,13 +48,19 @@ type Observer interface {
 	// verified a request, so operators can see when an old secret is unused.
 	SecretMatched(index int)
 	// Published is called after the broker acknowledged a delivery; ev is nil
-	// for dead letters.
-	Published(ev *schema.Event, d time.Duration)
+	// for dead letters. duplicate says the broker already held the
+	// delivery's dedup key and dropped this copy.
+	Published(ev *schema.Event, d time.Duration, duplicate bool)
 	// PublishFailed is called when the broker did not acknowledge in time.
 	PublishFailed(d time.Duration)
-	// Dedup is called with the result of a claim: "new", "in_flight", "done"
-	// or "error".
+	// DedupPath is called once per verified delivery with the path it took.
+	DedupPath(p DedupPath)
+	// Dedup is called with the result of a claim in the Deduper: "new",
+	// "in_flight", "done" or "error".
 	Dedup(result string)
+	// Republished is called when the re-publishing of a delivery whose
+	// outcome was unknown ends, with one of the Republish* results.
+	Republished(result string)
 }
 
 // HandlerConfig configures NewHandler. Verifier and Publisher are required.
@@ -64,6 +70,24 @@ type HandlerConfig struct {
 	// Deduper may be nil: then every verified delivery is published and only
 	// the broker's own duplicate detection (JetStream Nats-Msg-Id) remains.
 	Deduper Deduper
+	// BrokerWindow is how long the Publisher's broker drops any repeat of a
+	// stored delivery's dedup key, atomically with the write (JetStream's
+	// duplicate window, when the stream keeps it across restarts); 0 for
+	// none. With it, a delivery whose every earlier delivery must lie inside
+	// the window (see PathWindow) is published with nothing else on the
+	// request path, and deliveries whose outcome is unknown are re-published
+	// in the background until the broker answers.
+	BrokerWindow time.Duration
+	// WindowMargin is taken off BrokerWindow when judging an event's age, for
+	// clock skew between OpenAI, this host and the broker. It must be at
+	// least the verifier's tolerance; default tolerance + 1 minute.
+	WindowMargin time.Duration
+	// RepublishMax and RepublishMaxBytes bound the deliveries awaiting a
+	// background re-publish (defaults DefaultRepublishMax and
+	// DefaultRepublishMaxBytes); beyond them a delivery is not taken, with a
+	// log line.
+	RepublishMax      int
+	RepublishMaxBytes int64
 	// Path is the only path served (default "/webhooks/openai").
 	Path string
 	// MaxBodyBytes bounds the body (default 1 MiB); larger requests get 413
@@ -88,8 +112,9 @@ type HandlerConfig struct {
 	TracerProvider trace.TracerProvider
 }
 
-// Handler is the webhook endpoint: read (bounded) → verify → parse → claim →
-// publish → complete, answering 2xx only once the broker has acknowledged.
+// Handler is the webhook endpoint: read (bounded) → verify → parse → dedup
+// and publish (see DedupPath), answering 2xx only once the broker has
+// acknowledged.
 type Handler struct {
 	cfg        HandlerConfig
 	adm        admission // global in-flight bounds (admit.go)
@@ -99,6 +124,13 @@ type Handler struct {
 	retryAfter string
 	draining   atomic.Bool
 	tr         *tracer // nil: tracing off
+
+	// youngSec and marginSec are BrokerWindow − WindowMargin and
+	// WindowMargin in seconds (see young); directPath is the path of a
+	// delivery published without a claim.
+	youngSec, marginSec int64
+	directPath          DedupPath
+	rep                 *republisher // nil without a BrokerWindow
 }
 
 // Drain makes every later response carry "Connection: close". Call it when
@@ -139,6 +171,21 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if obs == nil {
 		obs = nopObserver{}
 	}
+	if cfg.BrokerWindow < 0 || cfg.WindowMargin < 0 {
+		return nil, errors.New("ingest: BrokerWindow and WindowMargin must not be negative")
+	}
+	if cfg.WindowMargin == 0 {
+		cfg.WindowMargin = cfg.Verifier.tolerance + clockAllowance
+	}
+	if cfg.WindowMargin < cfg.Verifier.tolerance {
+		return nil, fmt.Errorf("ingest: WindowMargin %v is below the timestamp tolerance %v", cfg.WindowMargin, cfg.Verifier.tolerance)
+	}
+	if cfg.RepublishMax <= 0 {
+		cfg.RepublishMax = DefaultRepublishMax
+	}
+	if cfg.RepublishMaxBytes <= 0 {
+		cfg.RepublishMaxBytes = DefaultRepublishMaxBytes
+	}
 	log := cfg.Log.With().Str("component", "ingest").Logger()
 	tr := newTracer(&cfg) // with tracing on, wraps cfg.Publisher and cfg.Deduper
 	h := &Handler{
@@ -148,8 +195,36 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		warnLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		obs:        obs,
 		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second)),
+		directPath: PathNone,
+	}
+	if cfg.BrokerWindow > 0 {
+		h.directPath = PathWindow
+		h.youngSec = int64((cfg.BrokerWindow - cfg.WindowMargin) / time.Second)
+		h.marginSec = int64(cfg.WindowMargin / time.Second)
+		h.rep = newRepublisher(cfg.Publisher, cfg.Deduper, obs, log, cfg.PublishTimeout, cfg.BrokerWindow/2,
+			cfg.RepublishMax, cfg.RepublishMaxBytes)
 	}
 	return h, nil
+}
+
+// Close stops re-publishing deliveries whose outcome is unknown: one last
+// attempt each, bounded by ctx, then whatever is left is dropped with a log
+// line. Call it after the HTTP server has drained and before the Publisher
+// and the Deduper close.
+func (h *Handler) Close(ctx context.Context) error {
+	if h.rep != nil {
+		h.rep.close(ctx)
+	}
+	return nil
+}
+
+// RepublishPending returns how many deliveries whose outcome is unknown
+// wait to be re-published.
+func (h *Handler) RepublishPending() int {
+	if h.rep == nil {
+		return 0
+	}
+	return h.rep.pending()
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -352,75 +427,6 @@ func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, err er
 	return h.reply(w, http.StatusUnauthorized, OutcomeInvalidSignature, ve.Message)
 }
 
-// deliver runs claim → publish → complete for a verified delivery. It
-// reports whether ctx may be recycled: not after a failure, to keep a
-// misbehaving store or publisher that still watches ctx on the safe side.
-func (h *Handler) deliver(w http.ResponseWriter, ctx *budgetCtx, d *schema.Delivery) (Outcome, bool) {
-	// The publish must not be cut short because the sender hung up: a publish
-	// that lands after the sender gave up is harmless (its retry is answered
-	// "duplicate"), while one abandoned half-way costs a retry for nothing.
-	// ctx is context.WithTimeout(context.WithoutCancel(r.Context()),
-	// PublishTimeout) without the allocations (see budgetCtx).
-	// Not h.log.With()…Logger(): that copies the logger's context for every
-	// request, logged or not.
-	log := idLog{&h.log, d.WebhookID}
-
-	if dd := h.cfg.Deduper; dd != nil {
-		st, err := dd.Claim(ctx, d.WebhookID)
-		if err != nil {
-			h.obs.Dedup("error")
-			log.Error().Err(err).Msg("dedup claim failed")
-			return h.unavailable(w, "dedup store unavailable"), false
-		}
-		h.obs.Dedup(st.String())
-		switch st {
-		case ClaimDone:
-			log.Debug().Msg("duplicate delivery")
-			return h.reply(w, http.StatusOK, OutcomeDuplicate, "already published"), true
-		case ClaimInFlight:
-			w.Header().Set("Retry-After", "1")
-			return h.reply(w, http.StatusConflict, OutcomeInFlight, "a delivery with this webhook-id is being published"), true
-		}
-	}
-
-	start := time.Now()
-	if err := h.cfg.Publisher.Publish(ctx, d); err != nil {
-		h.obs.PublishFailed(time.Since(start))
-		log.Error().Err(err).Msg("publish failed")
-		if dd := h.cfg.Deduper; dd != nil {
-			// Detached and short: the request's budget may be spent, and a
-			// claim left behind would only expire after its lease.
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			if err := dd.Release(rctx, d.WebhookID); err != nil {
-				log.Warn().Err(err).Msg("dedup release failed; the claim expires with its lease")
-			}
-			rcancel()
-		}
-		return h.unavailable(w, "broker did not acknowledge the event"), false
-	}
-	h.obs.Published(d.Event, time.Since(start))
-	if dd := h.cfg.Deduper; dd != nil {
-		var err error
-		if ac, ok := dd.(asyncCompleter); ok {
-			err = ac.CompleteAsync(d.WebhookID)
-		} else {
-			err = dd.Complete(ctx, d.WebhookID)
-		}
-		if err != nil {
-			// The event is on the bus, so the answer is still 2xx. A retry of
-			// this id would be published again, and JetStream's Nats-Msg-Id
-			// window drops it.
-			log.Warn().Err(err).Msg("dedup complete failed")
-		}
-	}
-	if d.Event == nil {
-		log.Warn().Str("reason", d.DeadLetterReason).Msg("verified body dead-lettered")
-		return h.reply(w, http.StatusOK, OutcomeDeadLettered, "verified but not routable ("+d.DeadLetterReason+"); kept on the dead-letter subject"), true
-	}
-	log.Debug().Str("event_type", string(d.Event.Type)).Str("event_id", d.Event.ID).Msg("published")
-	return h.reply(w, http.StatusOK, OutcomePublished, ""), true
-}
-
 func (h *Handler) unavailable(w http.ResponseWriter, msg string) Outcome {
 	w.Header().Set("Retry-After", h.retryAfter)
 	return h.reply(w, http.StatusServiceUnavailable, OutcomeUnavailable, msg)
@@ -475,14 +481,6 @@ var (
 	}
 )
 
-// asyncCompleter is a Deduper whose Complete need not be waited for (the KV
-// store: see KVDeduper.CompleteAsync). Completion may be asynchronous
-// because the event is already acknowledged and JetStream's Nats-Msg-Id
-// window is the second line of defence if it is lost; the claim never is.
-type asyncCompleter interface {
-	CompleteAsync(webhookID string) error
-}
-
 // idLog adds the webhook id to the events of one request's log lines, and
 // costs nothing for lines that are not logged.
 type idLog struct {
@@ -496,9 +494,11 @@ func (x idLog) Debug() *zerolog.Event { return x.l.Debug().Str("webhook_id", x.i
 
 type nopObserver struct{}
 
-func (nopObserver) Request(Outcome, time.Duration)         {}
-func (nopObserver) SignatureFailure(string)                {}
-func (nopObserver) SecretMatched(int)                      {}
-func (nopObserver) Published(*schema.Event, time.Duration) {}
-func (nopObserver) PublishFailed(time.Duration)            {}
-func (nopObserver) Dedup(string)                           {}
+func (nopObserver) Request(Outcome, time.Duration)               {}
+func (nopObserver) SignatureFailure(string)                      {}
+func (nopObserver) SecretMatched(int)                            {}
+func (nopObserver) Published(*schema.Event, time.Duration, bool) {}
+func (nopObserver) PublishFailed(time.Duration)                  {}
+func (nopObserver) DedupPath(DedupPath)                          {}
+func (nopObserver) Dedup(string)                                 {}
+func (nopObserver) Republished(string)                           {}

@@ -17,7 +17,14 @@ import (
 // nopPublisher acknowledges at once.
 type nopPublisher struct{}
 
-func (nopPublisher) Publish(context.Context, *schema.Delivery) error { return nil }
+func (nopPublisher) Publish(context.Context, *schema.Delivery) (bool, error) { return false, nil }
+
+// nopDeduper answers every claim new and records nothing.
+type nopDeduper struct{}
+
+func (nopDeduper) Claim(context.Context, string) (ClaimStatus, Owner, error) { return ClaimNew, 1, nil }
+func (nopDeduper) Complete(context.Context, string) error                    { return nil }
+func (nopDeduper) Release(context.Context, string, Owner) error              { return nil }
 
 // benchWriter is a reusable http.ResponseWriter that keeps nothing, so that
 // allocs/op counts the handler's own allocations only.
@@ -40,10 +47,17 @@ func (*benchBody) Close() error { return nil }
 // hand them to the handler (canonical header keys, known Content-Length).
 func benchRequests(b *testing.B, n int) ([]*http.Request, []*benchBody, []byte) {
 	b.Helper()
-	body, ok := schema.Sample(schema.RealtimeCallIncoming)
+	sample, ok := schema.Sample(schema.RealtimeCallIncoming)
 	if !ok {
 		b.Fatal("no sample")
 	}
+	// Created at testNow, as a delivery OpenAI sends right away: young.
+	ev, err := schema.Parse(sample)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := bytes.Replace(sample, []byte(`"created_at":`+strconv.FormatInt(ev.CreatedAt, 10)),
+		[]byte(`"created_at":`+strconv.FormatInt(testNow.Unix(), 10)), 1)
 	ts := strconv.FormatInt(testNow.Unix(), 10)
 	reqs := make([]*http.Request, n)
 	bodies := make([]*benchBody, n)
@@ -65,31 +79,28 @@ func benchRequests(b *testing.B, n int) ([]*http.Request, []*benchBody, []byte) 
 	return reqs, bodies, body
 }
 
-// BenchmarkHandler runs the whole handler (read, verify, parse, claim,
-// publish, complete, reply) with a publisher that acknowledges at once.
-// allocs/op is the handler's own: the request and the writer are reused.
+// BenchmarkHandler runs the whole handler (read, verify, parse, dedup,
+// publish, reply) with a publisher that acknowledges at once and a store that
+// costs nothing: the handler's own cost on each dedup path (the stores have
+// their own benchmarks in ingest/dedup). allocs/op is the handler's own: the
+// request and the writer are reused.
 func BenchmarkHandler(b *testing.B) {
 	const pool = 1 << 14
 	for _, bc := range []struct {
-		name  string
-		dedup func() Deduper
+		name   string
+		dedup  Deduper
+		window time.Duration
 	}{
-		{"dedup_off", func() Deduper { return nil }},
-		{"dedup_memory", func() Deduper {
-			d, err := NewMemoryDeduper(MemoryOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			return d
-		}},
+		{"dedup_off", nil, 0},
+		{"window", nopDeduper{}, 2 * time.Hour}, // young events: publish, then record
+		{"store", nopDeduper{}, 0},              // claim, publish, complete
+		{"window_no_store", nil, 2 * time.Hour}, // the window alone
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			reqs, bodies, body := benchRequests(b, pool)
 			newH := func() *Handler {
-				h := newTestHandler(b, nopPublisher{}, bc.dedup())
-				h.cfg.MaxBodyBytes = 1 << 20
-				h.cfg.PublishTimeout = 5 * time.Second
-				return h
+				return newTestHandlerWith(b, HandlerConfig{Publisher: nopPublisher{}, Deduper: bc.dedup,
+					BrokerWindow: bc.window, MaxBodyBytes: 1 << 20, PublishTimeout: 5 * time.Second})
 			}
 			h := newH()
 			w := &benchWriter{h: http.Header{}}

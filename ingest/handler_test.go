@@ -2,9 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -27,29 +24,41 @@ var testNow = time.Unix(1_790_000_000, 0)
 
 const testBody = `{"id":"evt_1","object":"event","created_at":1790000000,"type":"batch.completed","data":{"id":"batch_1"}}`
 
-// fakePublisher records deliveries; err, if set, fails every publish.
+// fakePublisher records deliveries; err, if set, fails every publish. It
+// answers duplicate for a dedup key it already stored, as JetStream does
+// within its window.
 type fakePublisher struct {
-	mu   sync.Mutex
-	got  []*schema.Delivery
-	err  error
-	wait chan struct{} // if set, Publish blocks until it is closed
+	mu    sync.Mutex
+	got   []*schema.Delivery
+	calls int
+	err   error
+	// failFirst, if set, fails the first that many publishes with err and
+	// lets the later ones through.
+	failFirst int
+	wait      chan struct{} // if set, Publish blocks until it is closed
 }
 
-func (p *fakePublisher) Publish(ctx context.Context, d *schema.Delivery) error {
+func (p *fakePublisher) Publish(ctx context.Context, d *schema.Delivery) (bool, error) {
 	if p.wait != nil {
 		select {
 		case <-p.wait:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.err != nil {
-		return p.err
+	p.calls++
+	if p.err != nil && (p.failFirst == 0 || p.calls <= p.failFirst) {
+		return false, p.err
+	}
+	for _, g := range p.got {
+		if g.DedupKey() == d.DedupKey() {
+			return true, nil
+		}
 	}
 	p.got = append(p.got, d)
-	return nil
+	return false, nil
 }
 
 func (p *fakePublisher) count() int {
@@ -58,19 +67,37 @@ func (p *fakePublisher) count() int {
 	return len(p.got)
 }
 
+func (p *fakePublisher) attempts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+// maybeStoredErr is a publish failure whose outcome is unknown.
+type maybeStoredErr struct{}
+
+func (maybeStoredErr) Error() string     { return "no ack in time" }
+func (maybeStoredErr) MaybeStored() bool { return true }
+
 // fakeDeduper records calls; claim answers with status/err.
 type fakeDeduper struct {
 	mu                        sync.Mutex
 	status                    ClaimStatus
 	err                       error
 	claims, completes, relses []string
+	owners                    []Owner // passed to Release
 }
 
-func (d *fakeDeduper) Claim(_ context.Context, id string) (ClaimStatus, error) {
+const fakeOwner Owner = 0x5eed
+
+func (d *fakeDeduper) Claim(_ context.Context, id string) (ClaimStatus, Owner, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.claims = append(d.claims, id)
-	return d.status, d.err
+	if d.status == ClaimNew {
+		return d.status, fakeOwner, d.err
+	}
+	return d.status, 0, d.err
 }
 
 func (d *fakeDeduper) Complete(_ context.Context, id string) error {
@@ -80,28 +107,32 @@ func (d *fakeDeduper) Complete(_ context.Context, id string) error {
 	return nil
 }
 
-func (d *fakeDeduper) Release(_ context.Context, id string) error {
+func (d *fakeDeduper) Release(_ context.Context, id string, owner Owner) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.relses = append(d.relses, id)
+	d.owners = append(d.owners, owner)
 	return nil
 }
 
-func testKey(t testing.TB) []byte {
-	t.Helper()
-	k, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(testSecret, "whsec_"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+func (d *fakeDeduper) calls() (claims, completes, releases []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.claims...), append([]string(nil), d.completes...), append([]string(nil), d.relses...)
 }
 
 // signRaw returns the v1 signature of id.ts.body under testSecret.
 func signRaw(t testing.TB, id, ts string, body []byte) string {
-	m := hmac.New(sha256.New, testKey(t))
-	m.Write([]byte(id + "." + ts + "."))
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	t.Helper()
+	s, err := ParseSecret(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := Sign(s, id, ts, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig
 }
 
 func signedRequest(t testing.TB, id string, ts int64, body string) *http.Request {
@@ -117,6 +148,12 @@ func signedRequest(t testing.TB, id string, ts int64, body string) *http.Request
 
 func newTestHandler(t testing.TB, pub Publisher, dd Deduper) *Handler {
 	t.Helper()
+	return newTestHandlerWith(t, HandlerConfig{Publisher: pub, Deduper: dd})
+}
+
+// newTestHandlerWith fills in the verifier and the test defaults around cfg.
+func newTestHandlerWith(t testing.TB, cfg HandlerConfig) *Handler {
+	t.Helper()
 	s, err := ParseSecret(testSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -125,17 +162,21 @@ func newTestHandler(t testing.TB, pub Publisher, dd Deduper) *Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := HandlerConfig{
-		Verifier: v, Publisher: pub, MaxBodyBytes: 4096,
-		PublishTimeout: 200 * time.Millisecond, Log: zerolog.Nop(),
+	cfg.Verifier = v
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 4096
 	}
-	if dd != nil { // a typed nil in the interface would not be "off"
-		cfg.Deduper = dd
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = 200 * time.Millisecond
+	}
+	if dd, ok := cfg.Deduper.(*fakeDeduper); ok && dd == nil {
+		cfg.Deduper = nil // a typed nil in the interface would not be "off"
 	}
 	h, err := NewHandler(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
 	return h
 }
 
@@ -159,7 +200,7 @@ func do(t testing.TB, h http.Handler, r *http.Request) (*httptest.ResponseRecord
 	return w, resp
 }
 
-// TestHandler_StatusTable walks every row of the README's status table.
+// TestHandler_StatusTable walks every row of the status table.
 func TestHandler_StatusTable(t *testing.T) {
 	now := testNow.Unix()
 	tests := []struct {
@@ -310,12 +351,12 @@ func TestHandler_ClaimPublishCompleteRelease(t *testing.T) {
 			t.Fatalf("completes %v releases %v", dd.completes, dd.relses)
 		}
 	})
-	t.Run("failure releases", func(t *testing.T) {
+	t.Run("failure releases the claim it took", func(t *testing.T) {
 		dd := &fakeDeduper{}
 		h := newTestHandler(t, &fakePublisher{err: errors.New("down")}, dd)
 		do(t, h, signedRequest(t, "wh_bad", testNow.Unix(), testBody))
-		if len(dd.completes) != 0 || len(dd.relses) != 1 || dd.relses[0] != "wh_bad" {
-			t.Fatalf("completes %v releases %v", dd.completes, dd.relses)
+		if len(dd.completes) != 0 || len(dd.relses) != 1 || dd.relses[0] != "wh_bad" || dd.owners[0] != fakeOwner {
+			t.Fatalf("completes %v releases %v owners %v", dd.completes, dd.relses, dd.owners)
 		}
 	})
 	t.Run("publish timeout is 503 within the budget", func(t *testing.T) {

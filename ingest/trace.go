@@ -72,6 +72,7 @@ const (
 	attrSecretIndex  = attribute.Key("hookbridge.verify.secret_index")
 	attrDedupPath    = attribute.Key("hookbridge.dedup.path")
 	attrDedupResult  = attribute.Key("hookbridge.dedup.result")
+	attrDuplicate    = attribute.Key("hookbridge.publish.duplicate")
 	attrDeadLetter   = attribute.Key("hookbridge.deadletter.reason")
 )
 
@@ -104,12 +105,7 @@ func newTracer(cfg *HandlerConfig) *tracer {
 	}
 	cfg.Publisher = tracedPublisher{cfg.Publisher, t}
 	if cfg.Deduper != nil {
-		td := tracedDeduper{cfg.Deduper, t}
-		if ac, ok := cfg.Deduper.(asyncCompleter); ok {
-			cfg.Deduper = tracedAsyncDeduper{td, ac}
-		} else {
-			cfg.Deduper = td
-		}
+		cfg.Deduper = tracedDeduper{cfg.Deduper, t}
 	}
 	return t
 }
@@ -122,6 +118,7 @@ type reqTrace struct {
 	start  time.Time
 	ctx    context.Context // carries server once it is started
 	server trace.Span      // nil until started: see verified
+	path   DedupPath       // how the delivery is deduplicated, once known
 }
 
 type reqTraceKey struct{}
@@ -302,7 +299,7 @@ type tracedPublisher struct {
 	t *tracer
 }
 
-func (p tracedPublisher) Publish(ctx context.Context, d *schema.Delivery) error {
+func (p tracedPublisher) Publish(ctx context.Context, d *schema.Delivery) (bool, error) {
 	rt := traceOf(ctx)
 	if rt == nil || rt.server == nil {
 		return p.Publisher.Publish(ctx, d)
@@ -321,6 +318,9 @@ func (p tracedPublisher) Publish(ctx context.Context, d *schema.Delivery) error 
 		attrs := make([]attribute.KeyValue, 0, 10)
 		attrs = append(attrs, attrMsgOpType.String("send"), attrMsgOpName.String("send"),
 			attrMsgID.String(d.WebhookID), attrMsgBodySize.Int(len(d.Body)), attrRoute.String(routeName))
+		if rt.path != "" {
+			attrs = append(attrs, attrDedupPath.String(string(rt.path)))
+		}
 		if t.system != "" {
 			attrs = append(attrs, attrMsgSystem.String(t.system))
 		}
@@ -339,7 +339,10 @@ func (p tracedPublisher) Publish(ctx context.Context, d *schema.Delivery) error 
 	d.TraceParent, d.TraceState = "", ""
 	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), span.SpanContext()),
 		deliveryCarrier{d})
-	err := p.Publisher.Publish(trace.ContextWithSpan(ctx, span), d)
+	dup, err := p.Publisher.Publish(trace.ContextWithSpan(ctx, span), d)
+	if err == nil && span.IsRecording() {
+		span.SetAttributes(attrDuplicate.Bool(dup))
+	}
 	if err != nil {
 		span.RecordError(err)
 		errType := "unavailable"
@@ -350,7 +353,7 @@ func (p tracedPublisher) Publish(ctx context.Context, d *schema.Delivery) error 
 		span.SetStatus(codes.Error, "the broker did not acknowledge")
 	}
 	span.End()
-	return err
+	return dup, err
 }
 
 // deliveryCarrier puts a trace context into a Delivery's trace fields.
@@ -383,28 +386,31 @@ type tracedDeduper struct {
 	t *tracer
 }
 
-func (d tracedDeduper) Claim(ctx context.Context, id string) (ClaimStatus, error) {
+func (d tracedDeduper) Claim(ctx context.Context, key string) (ClaimStatus, Owner, error) {
 	rt := traceOf(ctx)
 	if rt == nil || rt.server == nil {
-		return d.Deduper.Claim(ctx, id)
+		return d.Deduper.Claim(ctx, key)
 	}
 	_, span := d.t.t.Start(rt.ctx, "dedup claim")
-	st, err := d.Deduper.Claim(ctx, id)
+	st, owner, err := d.Deduper.Claim(ctx, key)
 	result := st.String()
 	if err != nil {
 		result = "error"
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "dedup claim failed")
 	}
-	span.SetAttributes(attrDedupPath.String("store"), attrDedupResult.String(result))
+	span.SetAttributes(attrDedupPath.String(string(PathStore)), attrDedupResult.String(result))
 	span.End()
-	return st, err
+	return st, owner, err
 }
 
-// tracedAsyncDeduper keeps CompleteAsync visible through the wrapper.
-type tracedAsyncDeduper struct {
-	tracedDeduper
-	ac asyncCompleter
+// traceDedupPath notes on a traced request how its delivery is
+// deduplicated, for the producer span. Nothing when tracing is off.
+func (h *Handler) traceDedupPath(ctx context.Context, p DedupPath) {
+	if h.tr == nil {
+		return
+	}
+	if rt := traceOf(ctx); rt != nil {
+		rt.path = p
+	}
 }
-
-func (d tracedAsyncDeduper) CompleteAsync(id string) error { return d.ac.CompleteAsync(id) }

@@ -111,7 +111,7 @@ func TestDeclaredButUnsentBodies(t *testing.T) {
 			}}
 			// Warm up (connections, pools, the first publish), then measure.
 			for range 20 {
-				if r := signedPost(client, b.URL, signingKey(), delivery{ID: newID(), Body: mustSample(t, schema.BatchCompleted)}, time.Now().Unix(), nil); r.Status != 200 {
+				if r := signedPost(client, b.URL, itSecret, delivery{ID: newID(), Body: mustSample(t, schema.BatchCompleted)}, time.Now().Unix(), nil); r.Status != 200 {
 					t.Fatalf("warm-up: %d %q %v", r.Status, r.Code, r.Err)
 				}
 			}
@@ -197,7 +197,7 @@ func TestDeclaredButUnsentBodies(t *testing.T) {
 			// Every request gives back its slot and its bytes.
 			waitMetric(t, b, "hookbridge_in_flight_requests", func(v float64) bool { return v == 0 }, "0", 15*time.Second)
 			waitMetric(t, b, "hookbridge_in_flight_body_bytes", func(v float64) bool { return v == 0 }, "0", 5*time.Second)
-			if r := signedPost(client, b.URL, signingKey(), delivery{ID: newID(), Body: mustSample(t, schema.BatchCompleted)}, time.Now().Unix(), nil); r.Status != 200 {
+			if r := signedPost(client, b.URL, itSecret, delivery{ID: newID(), Body: mustSample(t, schema.BatchCompleted)}, time.Now().Unix(), nil); r.Status != 200 {
 				t.Errorf("after the flood: %d %q %v", r.Status, r.Code, r.Err)
 			}
 		})
@@ -254,7 +254,7 @@ func TestV1aFloodCost(t *testing.T) {
 		t.Helper()
 		var took time.Duration
 		start := time.Now()
-		r := signedPost(client, b.URL, signingKey(), delivery{ID: newID(), Body: body}, time.Now().Unix(), func(req *http.Request) {
+		r := signedPost(client, b.URL, itSecret, delivery{ID: newID(), Body: body}, time.Now().Unix(), func(req *http.Request) {
 			req.Header.Set("webhook-signature", sig)
 			start = time.Now()
 		})

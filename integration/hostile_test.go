@@ -9,8 +9,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -35,10 +33,7 @@ import (
 // signHeaders returns the three webhook headers for id and body, now.
 func signHeaders(id string, body []byte) (ts, sig string) {
 	ts = strconv.FormatInt(time.Now().Unix(), 10)
-	m := hmac.New(sha256.New, signingKey())
-	m.Write([]byte(id + "." + ts + "."))
-	m.Write(body)
-	return ts, "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	return ts, sign(itSecret, id, ts, body)
 }
 
 // rawAnswer is a response read off a raw connection.

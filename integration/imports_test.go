@@ -6,19 +6,21 @@ import (
 	"testing"
 )
 
-// TestImportDirection enforces the import rule: cmd → ingest, publish → schema.
-// schema is standard library only (workers import it); ingest and publish
-// never import each other or cmd.
+// TestImportDirection enforces the package rule: cmd → ingest (and its
+// dedup stores), publish → schema. schema is standard library only (workers
+// import it); ingest and publish never import each other or cmd.
 func TestImportDirection(t *testing.T) {
 	const mod = "github.com/hookbridge/hookbridge/"
-	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, mod+"schema", mod+"ingest", mod+"publish").Output()
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`,
+		mod+"schema", mod+"ingest", mod+"ingest/dedup", mod+"publish").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
 	forbidden := map[string][]string{
-		mod + "schema":  {mod},
-		mod + "ingest":  {mod + "publish", mod + "cmd", mod + "integration"},
-		mod + "publish": {mod + "ingest", mod + "cmd", mod + "integration"},
+		mod + "schema":       {mod},
+		mod + "ingest":       {mod + "ingest/", mod + "publish", mod + "cmd", mod + "integration"},
+		mod + "ingest/dedup": {mod + "publish", mod + "cmd", mod + "integration"},
+		mod + "publish":      {mod + "ingest", mod + "cmd", mod + "integration"},
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)
@@ -49,7 +51,7 @@ func TestDependencies(t *testing.T) {
 		return strings.Fields(string(out))
 	}
 	for _, d := range deps(mod + "ingest") {
-		if strings.HasPrefix(d, "go.opentelemetry.io/otel/sdk") || strings.HasPrefix(d, mod+"internal/") ||
+		if strings.HasPrefix(d, "go.opentelemetry.io/otel/sdk") || strings.HasPrefix(d, mod+"ingest/") ||
 			strings.HasPrefix(d, "go.opentelemetry.io/proto") {
 			t.Errorf("ingest depends on %s", d)
 		}
@@ -76,6 +78,27 @@ func TestDependencies(t *testing.T) {
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "dep" && grpc(f[1]) {
 			t.Errorf("the binary links module %s", f[1])
+		}
+	}
+}
+
+// TestIngestPullsInNoBrokerClient: users import ingest to verify webhooks in
+// their own handlers; it must not drag in a broker or database client. The
+// stores that need them live in ingest/dedup.
+func TestIngestPullsInNoBrokerClient(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/hookbridge/hookbridge/ingest").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps listed only %q", deps)
+	}
+	for _, d := range deps {
+		for _, bad := range []string{"github.com/nats-io/", "github.com/redis/", "github.com/segmentio/kafka-go", "github.com/hookbridge/hookbridge/publish"} {
+			if strings.HasPrefix(d, bad) {
+				t.Errorf("ingest depends on %s", d)
+			}
 		}
 	}
 }

@@ -32,7 +32,7 @@ func TestKafkaMaxTopics(t *testing.T) {
 		ds = append(ds, kafkaDelivery(t, "batch.completed", 0), kafkaDelivery(t, "brand_new.kind_0", 9))
 		for _, d := range ds { // one by one: which types come first decides
 			ctx, cancel := kafkaPublishCtx(t)
-			if err := k.Publish(ctx, d); err != nil {
+			if _, err := k.Publish(ctx, d); err != nil {
 				t.Fatalf("publish %s: %v", d.WebhookID, err)
 			}
 			cancel()

@@ -3,9 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -23,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookbridge/hookbridge/ingest"
 	"github.com/hookbridge/hookbridge/integration/internal/netwait"
 )
 
@@ -269,6 +268,20 @@ func signingKey() []byte {
 	return k
 }
 
+// sign returns the webhook-signature of a delivery under secret (whsec_…),
+// as OpenAI computes it.
+func sign(secret, id, ts string, body []byte) string {
+	s, err := ingest.ParseSecret(secret)
+	if err != nil {
+		panic(err)
+	}
+	sig, err := ingest.Sign(s, id, ts, body)
+	if err != nil {
+		panic(err)
+	}
+	return sig
+}
+
 // result is the bridge's answer to one POST.
 type result struct {
 	Status int
@@ -288,16 +301,13 @@ func post(url string, d delivery, mutate func(*http.Request)) result {
 }
 
 func postAt(url string, d delivery, ts int64, mutate func(*http.Request)) result {
-	return signedPost(httpClient, url, signingKey(), d, ts, mutate)
+	return signedPost(httpClient, url, itSecret, d, ts, mutate)
 }
 
-// signedPost signs d with key at ts, lets mutate tamper with the request, and
-// POSTs it with client.
-func signedPost(client *http.Client, url string, key []byte, d delivery, ts int64, mutate func(*http.Request)) result {
+// signedPost signs d with secret at ts, lets mutate tamper with the request,
+// and POSTs it with client.
+func signedPost(client *http.Client, url, secret string, d delivery, ts int64, mutate func(*http.Request)) result {
 	tss := strconv.FormatInt(ts, 10)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(d.ID + "." + tss + "."))
-	m.Write(d.Body)
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(d.Body))
 	if err != nil {
 		return result{Err: err}
@@ -305,7 +315,7 @@ func signedPost(client *http.Client, url string, key []byte, d delivery, ts int6
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("webhook-id", d.ID)
 	req.Header.Set("webhook-timestamp", tss)
-	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	req.Header.Set("webhook-signature", sign(secret, d.ID, tss, d.Body))
 	if mutate != nil {
 		mutate(req)
 	}

@@ -94,27 +94,37 @@ func openStream(t testing.TB, ctx context.Context, url, stream string) (jetstrea
 	return s, info
 }
 
-// readStream returns every message in stream, bounded in time.
+// readStream returns every message in stream, bounded in time. A read that
+// fails (on a cluster, a consumer whose leader is still being placed answers
+// "no responders") resumes after the last message read.
 func readStream(t testing.TB, url, stream string) []storedMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, info := openStream(t, ctx, url, stream)
 	want := int(info.State.Msgs)
 	var out []storedMsg
-	if want == 0 {
-		return out
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := uint64(1)
 	for len(out) < want {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatalf("read %d of %d messages: %v", len(out), want, err)
+		c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next})
+		for err == nil && len(out) < want {
+			var m jetstream.Msg
+			if m, err = c.Next(jetstream.FetchMaxWait(5 * time.Second)); err == nil {
+				md, merr := m.Metadata()
+				if merr != nil {
+					t.Fatal(merr)
+				}
+				next = md.Sequence.Stream + 1
+				out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+			}
 		}
-		out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+		if len(out) < want {
+			if ctx.Err() != nil {
+				t.Fatalf("read %d of %d messages: %v", len(out), want, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 	return out
 }

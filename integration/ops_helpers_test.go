@@ -17,7 +17,6 @@ import (
 // opsSecret is a freshly generated signing secret (test only).
 type opsSecret struct {
 	Text string // whsec_…
-	key  []byte
 }
 
 func newOpsSecret(t testing.TB) opsSecret {
@@ -26,13 +25,13 @@ func newOpsSecret(t testing.TB) opsSecret {
 	if _, err := rand.Read(k); err != nil {
 		t.Fatal(err)
 	}
-	return opsSecret{Text: "whsec_" + base64.StdEncoding.EncodeToString(k), key: k}
+	return opsSecret{Text: "whsec_" + base64.StdEncoding.EncodeToString(k)}
 }
 
 // opsPost signs d with s at the current time, adds hdr, and POSTs it with
 // client.
 func opsPost(client *http.Client, url string, s opsSecret, d delivery, hdr map[string]string) result {
-	return signedPost(client, url, s.key, d, time.Now().Unix(), func(req *http.Request) {
+	return signedPost(client, url, s.Text, d, time.Now().Unix(), func(req *http.Request) {
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}

@@ -26,7 +26,7 @@ func TestOps_ShutdownOrdering(t *testing.T) {
 	env["HOOKBRIDGE_SHUTDOWN_DELAY"] = "2s"
 	env["HOOKBRIDGE_SHUTDOWN_GRACE"] = "10s"
 	b := startBridge(t, env)
-	s := opsSecret{Text: itSecret, key: signingKey()}
+	s := opsSecret{Text: itSecret}
 	u, _ := url.Parse(b.URL)
 
 	// A request in flight across the whole delay: headers and half the body

@@ -73,7 +73,7 @@ func TestOps_TLSAndRateLimit(t *testing.T) {
 			DisableKeepAlives: true, // a handshake per request, to see rotation
 		}}
 	}
-	s := opsSecret{Text: itSecret, key: signingKey()}
+	s := opsSecret{Text: itSecret}
 	body := mustSample(t, schema.ResponseCompleted)
 
 	if r := opsPost(client(first), url, s, delivery{ID: newID(), Body: body}, nil); r.Status != 200 || r.Code != "published" {

@@ -13,7 +13,7 @@ func TestOps_TraceContextReachesTheBus(t *testing.T) {
 	p := startNATS(t)
 	env, _, stream := natsEnv(t, p.URL())
 	b := startBridge(t, env)
-	s := opsSecret{Text: itSecret, key: signingKey()}
+	s := opsSecret{Text: itSecret}
 
 	const (
 		tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -3,9 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,9 +236,6 @@ func (s *sender) retry(rec *idRecord, url func(k int) string) {
 func (s *sender) attemptOnce(url string, rec *idRecord) (string, bool) {
 	s.attempt.Add(1)
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	m := hmac.New(sha256.New, signingKey())
-	m.Write([]byte(rec.ID + "." + ts + "."))
-	m.Write(rec.Body)
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(rec.Body))
 	if err != nil {
 		s.t.Errorf("sender: %v", err)
@@ -250,7 +244,7 @@ func (s *sender) attemptOnce(url string, rec *idRecord) (string, bool) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("webhook-id", rec.ID)
 	req.Header.Set("webhook-timestamp", ts)
-	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	req.Header.Set("webhook-signature", sign(itSecret, rec.ID, ts, rec.Body))
 	var wrote atomic.Bool
 	var connInfo atomic.Value
 	req = req.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
@@ -358,17 +352,13 @@ func (s *sender) wait() senderReport {
 // signature of every attempt: ids are acknowledged on the third attempt,
 // each attempt carrying a fresh, valid signature.
 func TestSender(t *testing.T) {
-	key := signingKey()
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var badSig atomic.Int64
 	srv := newLoopbackServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
-		m := hmac.New(sha256.New, key)
-		m.Write([]byte(id + "." + ts + "."))
-		m.Write(body)
-		if r.Header.Get("webhook-signature") != "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)) {
+		if r.Header.Get("webhook-signature") != sign(itSecret, id, ts, body) {
 			badSig.Add(1)
 		}
 		mu.Lock()

@@ -2,7 +2,6 @@ package publish
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -28,7 +27,6 @@ type ConnConfig struct {
 	TLSCAFile   string // CA bundle to verify the server with
 	TLSCertFile string // client certificate for mutual TLS, with TLSKeyFile
 	TLSKeyFile  string
-	TLSInsecure bool // skip server certificate verification (tests only)
 }
 
 // reconnectWait is the pause between reconnect attempts to one server. With
@@ -91,9 +89,6 @@ func connOptions(cfg ConnConfig) ([]nats.Option, error) {
 		// fails at once (the HTTP caller answers 503 and OpenAI retries)
 		// instead of sitting in a buffer that the sender has long given up on.
 		nats.ReconnectBufSize(-1),
-	}
-	if cfg.TLSInsecure {
-		opts = append(opts, nats.Secure(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12})) //nolint:gosec // explicit operator opt-in
 	}
 	if cfg.TLSCAFile != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCAFile))

@@ -51,7 +51,7 @@ func TestEmbeddedExternalClientSeesPublishes(t *testing.T) {
 		{"wh_e3", notEventBody, "openai.deadletter"},
 	}
 	for _, d := range ds {
-		if err := n.Publish(testCtx(t), delivery(t, d.id, d.body)); err != nil {
+		if _, err := n.Publish(testCtx(t), delivery(t, d.id, d.body)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,7 +84,7 @@ func TestEmbeddedRestartKeepsMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, b := range bodies {
-		if err := n.Publish(testCtx(t), delivery(t, "wh_keep"+string(rune('a'+i)), b)); err != nil {
+		if _, err := n.Publish(testCtx(t), delivery(t, "wh_keep"+string(rune('a'+i)), b)); err != nil {
 			t.Fatal(err)
 		}
 	}

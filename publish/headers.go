@@ -140,7 +140,7 @@ func natsHeader(d *schema.Delivery, o HeaderOptions) nats.Header {
 		n := len(vals)
 		h[k] = vals[n-1 : n : n]
 	}
-	put(nats.MsgIdHdr, sanitize(d.WebhookID))
+	put(nats.MsgIdHdr, sanitize(d.DedupKey()))
 	visitHeaders(d, o, "ce-", func(k, v string) { put(k, sanitize(v)) })
 	return h
 }

@@ -8,29 +8,35 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ackMux publishes JetStream messages and hands each acknowledgement to the
-// caller waiting for it: what jetstream.PublishMsgAsync and a wait on its
-// future do, without what the request path does not need. Profiles of the
-// bridge under load (make bench-e2e -profile) put that call at about 4 µs
-// per message, three times what the baseline handler paid for it without
-// options: a timer per message for the ack timeout, a reflective JSON
-// decode per ack, two channels per future and per-call option processing. Here a caller's own context bounds its wait, so no
-// timer is needed; acks are read by hand, with encoding/json only for
-// errors.
+// caller waiting for it (publish), or to a callback (publishAsync): what
+// jetstream.PublishMsgAsync and a wait on its future do, without a timer per
+// message, a reflective JSON decode per ack or two channels per future.
+// Overdue acks are given up by one sweep twice a second, against a clock it
+// keeps itself: a synchronous publish after its attempt timeout (the caller
+// may send again), an asynchronous one after asyncAckTimeout. Acks are read
+// by hand, with encoding/json only for errors.
 //
 // One wildcard subscription receives every ack; each publish's reply subject
 // ends in the next number of a counter.
 type ackMux struct {
-	nc     *nats.Conn
-	prefix string // reply subjects are prefix + base-36 number
-	sub    *nats.Subscription
-	status chan nats.Status
-	sem    chan struct{} // bounds publishes awaiting an ack
+	nc       *nats.Conn
+	prefix   string // reply subjects are prefix + base-36 number
+	sub      *nats.Subscription
+	status   chan nats.Status
+	sem      chan struct{} // bounds synchronous publishes awaiting an ack
+	async    atomic.Int64  // asynchronous publishes awaiting an ack
+	maxAsync int64
+	attempt  int64         // ns a synchronous publish waits before errAckTimeout
+	now      atomic.Int64  // unix ns, updated by the sweep
+	stop     chan struct{} // ends the sweep
 
 	mu      sync.Mutex
 	next    uint64
@@ -40,12 +46,24 @@ type ackMux struct {
 
 // errAckLost fails the publishes waiting when the connection drops: their
 // acks would go to a subscription that no longer exists. The messages may
-// have been stored; the sender's retry is deduplicated by Nats-Msg-Id.
+// have been stored; a repeat is dropped by Nats-Msg-Id or refused by its
+// expected sequence.
 var errAckLost = errors.New("NATS connection lost before the JetStream ack")
 
-var errMuxClosed = errors.New("publisher closed")
+var (
+	errMuxClosed      = errors.New("publisher closed")
+	errAckTimeout     = errors.New("no JetStream ack in time")
+	errTooManyPending = errors.New("too many asynchronous publishes awaiting their acks")
+)
 
-type ackWaiter struct{ ch chan ackResult } // buffered: one result, never blocks the sender
+// ackWaiter is one publish awaiting its ack: a synchronous one waits on ch
+// (buffered: one result, never blocks the sender); an asynchronous one has
+// done, called once. deadline is when the sweep gives it up.
+type ackWaiter struct {
+	ch       chan ackResult
+	done     func(error)
+	deadline int64 // unix ns, by the mux's clock
+}
 
 type ackResult struct {
 	seq       uint64
@@ -55,13 +73,27 @@ type ackResult struct {
 
 var waiterPool = sync.Pool{New: func() any { return &ackWaiter{ch: make(chan ackResult, 1)} }}
 
-func newAckMux(nc *nats.Conn, maxPending int) (*ackMux, error) {
+// asyncAckTimeout is how long an asynchronous publish waits for its ack
+// before its callback is told there is none.
+const asyncAckTimeout = 5 * time.Second
+
+// sweepEvery is how often overdue publishes are given up: the granularity
+// of both timeouts.
+const sweepEvery = 500 * time.Millisecond
+
+// newAckMux returns a mux on nc; a synchronous publish gets errAckTimeout
+// after attempt, give or take sweepEvery.
+func newAckMux(nc *nats.Conn, maxPending, maxAsync int, attempt time.Duration) (*ackMux, error) {
 	m := &ackMux{
-		nc:      nc,
-		prefix:  nc.NewInbox() + ".",
-		pending: make(map[uint64]*ackWaiter),
-		sem:     make(chan struct{}, maxPending),
+		nc:       nc,
+		prefix:   nc.NewInbox() + ".",
+		pending:  make(map[uint64]*ackWaiter),
+		sem:      make(chan struct{}, maxPending),
+		maxAsync: int64(maxAsync),
+		attempt:  int64(attempt),
+		stop:     make(chan struct{}),
 	}
+	m.now.Store(time.Now().UnixNano())
 	sub, err := nc.Subscribe(m.prefix+"*", m.handle)
 	if err != nil {
 		return nil, fmt.Errorf("publish: ack subscription: %w", err)
@@ -79,50 +111,131 @@ func newAckMux(nc *nats.Conn, maxPending int) (*ackMux, error) {
 			m.failAll(errAckLost)
 		}
 	}()
+	go m.sweep()
 	return m, nil
 }
 
 // publish sends msg with a reply subject of its own and waits, bounded by
-// ctx, for JetStream's answer.
-func (m *ackMux) publish(ctx context.Context, msg *nats.Msg) (ackResult, error) {
+// ctx and by the attempt timeout (errAckTimeout), for JetStream's answer.
+// sent reports whether msg was handed to the connection, that is whether it
+// may have been stored.
+func (m *ackMux) publish(ctx context.Context, msg *nats.Msg) (r ackResult, sent bool, err error) {
 	select {
 	case m.sem <- struct{}{}:
 	default:
 		select {
 		case m.sem <- struct{}{}:
 		case <-ctx.Done():
-			return ackResult{}, fmt.Errorf("%d publishes awaiting their acks: %w", cap(m.sem), ctx.Err())
+			return ackResult{}, false, fmt.Errorf("%d publishes awaiting their acks: %w", cap(m.sem), ctx.Err())
 		}
 	}
 	defer func() { <-m.sem }()
 
 	w := waiterPool.Get().(*ackWaiter)
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	w.deadline = m.now.Load() + m.attempt
+	id, ok := m.register(w)
+	if !ok {
 		waiterPool.Put(w)
-		return ackResult{}, errMuxClosed
+		return ackResult{}, false, errMuxClosed
 	}
-	m.next++
-	id := m.next
-	m.pending[id] = w
-	m.mu.Unlock()
-
 	var buf [16]byte
 	msg.Reply = m.prefix + string(strconv.AppendUint(buf[:0], id, 36))
 	if err := m.nc.PublishMsg(msg); err != nil {
 		m.forget(id, w)
-		return ackResult{}, err
+		return ackResult{}, false, err
 	}
 	select {
 	case r := <-w.ch:
 		waiterPool.Put(w)
-		return r, r.err
+		return r, true, r.err
 	case <-ctx.Done():
 		if r, ok := m.forget(id, w); ok {
-			return r, r.err // the answer came at the last moment
+			return r, true, r.err // the answer came at the last moment
 		}
-		return ackResult{}, ctx.Err()
+		return ackResult{}, true, ctx.Err()
+	}
+}
+
+// publishAsync sends msg with a reply subject of its own and returns; done is
+// called exactly once with JetStream's answer, errAckTimeout after about
+// asyncAckTimeout, or errAckLost/errMuxClosed. It runs on the subscription's
+// goroutine and must not block. An error returned means msg was not sent and
+// done will not be called.
+func (m *ackMux) publishAsync(msg *nats.Msg, done func(error)) error {
+	if m.async.Add(1) > m.maxAsync {
+		m.async.Add(-1)
+		return errTooManyPending
+	}
+	w := &ackWaiter{done: done, deadline: m.now.Load() + int64(asyncAckTimeout)}
+	id, ok := m.register(w)
+	if !ok {
+		m.async.Add(-1)
+		return errMuxClosed
+	}
+	var buf [16]byte
+	msg.Reply = m.prefix + string(strconv.AppendUint(buf[:0], id, 36))
+	if err := m.nc.PublishMsg(msg); err != nil {
+		m.mu.Lock()
+		_, mine := m.pending[id]
+		delete(m.pending, id)
+		m.mu.Unlock()
+		if mine {
+			m.async.Add(-1)
+			return err
+		}
+		// failAll or close took it and calls done.
+	}
+	return nil
+}
+
+// register adds w to the pending publishes and returns its number.
+func (m *ackMux) register(w *ackWaiter) (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, false
+	}
+	m.next++
+	m.pending[m.next] = w
+	return m.next, true
+}
+
+// deliver hands r to w's waiter or callback.
+func (m *ackMux) deliver(w *ackWaiter, r ackResult) {
+	if w.done != nil {
+		m.async.Add(-1)
+		w.done(r.err)
+		return
+	}
+	w.ch <- r
+}
+
+// sweep gives up publishes whose ack is overdue.
+func (m *ackMux) sweep() {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	var late []*ackWaiter
+	for {
+		select {
+		case <-m.stop:
+			return
+		case now := <-t.C:
+			ns := now.UnixNano()
+			m.now.Store(ns)
+			m.mu.Lock()
+			for id, w := range m.pending {
+				if w.deadline < ns {
+					delete(m.pending, id)
+					late = append(late, w)
+				}
+			}
+			m.mu.Unlock()
+			for i, w := range late {
+				m.deliver(w, ackResult{err: errAckTimeout})
+				late[i] = nil
+			}
+			late = late[:0]
+		}
 	}
 }
 
@@ -157,7 +270,7 @@ func (m *ackMux) handle(msg *nats.Msg) {
 	delete(m.pending, id)
 	m.mu.Unlock()
 	if w != nil { // nil: its caller gave up
-		w.ch <- parseAck(msg.Data, msg.Header)
+		m.deliver(w, parseAck(msg.Data, msg.Header))
 	}
 }
 
@@ -167,7 +280,7 @@ func (m *ackMux) failAll(err error) {
 	m.pending = make(map[uint64]*ackWaiter, len(ws))
 	m.mu.Unlock()
 	for _, w := range ws {
-		w.ch <- ackResult{err: err}
+		m.deliver(w, ackResult{err: err})
 	}
 }
 
@@ -175,8 +288,13 @@ func (m *ackMux) failAll(err error) {
 // the last publish has returned.
 func (m *ackMux) close() {
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
 	m.closed = true
 	m.mu.Unlock()
+	close(m.stop)
 	m.nc.RemoveStatusListener(m.status)
 	_ = m.sub.Unsubscribe()
 	m.failAll(errMuxClosed)
@@ -186,7 +304,7 @@ var (
 	ackError     = []byte(`"error":{`)
 	ackSeq       = []byte(`"seq":`)
 	ackStream    = []byte(`"stream":"`)
-	ackDuplicate = []byte(`"duplicate":true`)
+	ackDuplicate = []byte(`"duplicate":`)
 )
 
 // parseAck reads a JetStream publish answer: {"stream":"S","seq":N} with
@@ -213,11 +331,26 @@ func parseAck(data []byte, hdr nats.Header) ackResult {
 				n++
 			}
 			if n > 0 && n < len(d) && (d[n] == ',' || d[n] == '}') {
-				return ackResult{seq: seq, duplicate: bytes.Contains(data, ackDuplicate)}
+				return ackResult{seq: seq, duplicate: ackIsDuplicate(data)}
 			}
 		}
 	}
 	return parseAckJSON(data)
+}
+
+// ackIsDuplicate reports whether an ack says "duplicate": true. The server
+// writes it with a space after the colon (nats-server 2.9 to 2.12 at least),
+// so any JSON spacing is accepted.
+func ackIsDuplicate(data []byte) bool {
+	i := bytes.Index(data, ackDuplicate)
+	if i < 0 {
+		return false
+	}
+	rest := data[i+len(ackDuplicate):]
+	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\n' || rest[0] == '\r') {
+		rest = rest[1:]
+	}
+	return bytes.HasPrefix(rest, []byte("true"))
 }
 
 func parseAckJSON(data []byte) ackResult {

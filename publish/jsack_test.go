@@ -26,6 +26,8 @@ func TestParseAck(t *testing.T) {
 	}{
 		{name: "stored", data: `{"stream":"OPENAI_WEBHOOKS","seq":12}`, seq: 12},
 		{name: "duplicate with domain", data: `{"stream":"S","domain":"hub","seq":7,"duplicate":true}`, seq: 7, dup: true},
+		{name: "duplicate as the server writes it", data: `{"stream":"S","seq":7,"duplicate": true}`, seq: 7, dup: true},
+		{name: "not a duplicate", data: `{"stream":"S","seq":7,"duplicate":false}`, seq: 7},
 		{name: "spaces", data: `{"stream": "S", "seq": 9}`, seq: 9},
 		{name: "largest seq", data: `{"stream":"S","seq":18446744073709551615}`, seq: 18446744073709551615},
 		{name: "seq last", data: `{"seq":3,"stream":"S"}`, seq: 3},
@@ -98,7 +100,7 @@ func FuzzParseAck(f *testing.F) {
 // that never comes.
 func newTestMux(t *testing.T, env *natsEnv, subj string) *ackMux {
 	t.Helper()
-	m, err := newAckMux(env.nc, 8)
+	m, err := newAckMux(env.nc, 8, 8, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +128,10 @@ func TestAckMuxAbandonedWait(t *testing.T) {
 	m := newTestMux(t, env, subj)
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		_, err := m.publish(ctx, &nats.Msg{Subject: subj, Data: []byte(fmt.Sprint(i))})
+		_, sent, err := m.publish(ctx, &nats.Msg{Subject: subj, Data: []byte(fmt.Sprint(i))})
 		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("publish without an ack = %v, want the deadline", err)
+		if !errors.Is(err, context.DeadlineExceeded) || !sent {
+			t.Fatalf("publish without an ack = sent %v, %v; want sent and the deadline", sent, err)
 		}
 	}
 	if n := pendingAcks(m); n != 0 {
@@ -138,7 +140,7 @@ func TestAckMuxAbandonedWait(t *testing.T) {
 	// Their semaphore slots came back: more publishes than slots still run.
 	n := env.newNATS(t, env.config())
 	for i := range cap(m.sem) + 2 {
-		if err := n.Publish(testCtx(t), delivery(t, fmt.Sprintf("wh_ab%d", i), batchBody)); err != nil {
+		if _, err := n.Publish(testCtx(t), delivery(t, fmt.Sprintf("wh_ab%d", i), batchBody)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -174,8 +176,56 @@ func TestAckMuxClose(t *testing.T) {
 	if err := <-errc; !errors.Is(err, errMuxClosed) {
 		t.Fatalf("pending publish at close = %v, want errMuxClosed", err)
 	}
-	if _, err := m.publish(testCtx(t), &nats.Msg{Subject: subj}); !errors.Is(err, errMuxClosed) {
-		t.Fatalf("publish after close = %v, want errMuxClosed", err)
+	if _, sent, err := m.publish(testCtx(t), &nats.Msg{Subject: subj}); !errors.Is(err, errMuxClosed) || sent {
+		t.Fatalf("publish after close = sent %v, %v; want errMuxClosed, not sent", sent, err)
+	}
+	if err := m.publishAsync(&nats.Msg{Subject: subj}, func(error) { t.Error("callback after close") }); !errors.Is(err, errMuxClosed) {
+		t.Fatalf("publishAsync after close = %v, want errMuxClosed", err)
+	}
+}
+
+// An asynchronous publish without an ack is told so by the sweep, once; one
+// pending at close is told errMuxClosed; beyond maxAsync none is taken.
+func TestAckMuxAsync(t *testing.T) {
+	env := newNATSEnv(t)
+	subj := env.prefix + ".void"
+	m := newTestMux(t, env, subj)
+	results := make(chan error, 16)
+	start := time.Now()
+	if err := m.publishAsync(&nats.Msg{Subject: subj}, func(err error) { results <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-results:
+		if !errors.Is(err, errAckTimeout) {
+			t.Fatalf("async publish without an ack: %v, want errAckTimeout", err)
+		}
+		// The sweep's clock is up to one interval stale, and it runs once per
+		// interval.
+		if took := time.Since(start); took < asyncAckTimeout-sweepEvery || took > asyncAckTimeout+2*sweepEvery {
+			t.Errorf("given up after %s, want %s to %s", took, asyncAckTimeout-sweepEvery, asyncAckTimeout+2*sweepEvery)
+		}
+	case <-time.After(asyncAckTimeout + 5*time.Second):
+		t.Fatal("async publish never answered")
+	}
+	for range m.maxAsync {
+		if err := m.publishAsync(&nats.Msg{Subject: subj}, func(err error) { results <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.publishAsync(&nats.Msg{Subject: subj}, func(error) {}); !errors.Is(err, errTooManyPending) {
+		t.Errorf("async publish beyond the bound = %v, want errTooManyPending", err)
+	}
+	m.close()
+	for range m.maxAsync {
+		if err := <-results; !errors.Is(err, errMuxClosed) {
+			t.Errorf("async publish pending at close: %v, want errMuxClosed", err)
+		}
+	}
+	select {
+	case err := <-results:
+		t.Errorf("a callback ran twice: %v", err)
+	case <-time.After(100 * time.Millisecond):
 	}
 }
 
@@ -188,7 +238,7 @@ func pendingPublish(t *testing.T, m *ackMux, subj string) <-chan error {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := m.publish(ctx, &nats.Msg{Subject: subj, Data: []byte("x")})
+		_, _, err := m.publish(ctx, &nats.Msg{Subject: subj, Data: []byte("x")})
 		errc <- err
 	}()
 	waitFor(t, func() bool { return pendingAcks(m) == 1 })
@@ -202,5 +252,30 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A synchronous publish whose ack does not come within the attempt timeout
+// is told so (by the next sweep), sent, so that the caller can send again
+// within its own budget.
+func TestAckMuxAttemptTimeout(t *testing.T) {
+	env := newNATSEnv(t)
+	subj := env.prefix + ".void"
+	newTestMux(t, env, subj) // the subscriber that swallows messages
+	m, err := newAckMux(env.nc, 8, 8, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	start := time.Now()
+	_, sent, err := m.publish(testCtx(t), &nats.Msg{Subject: subj, Data: []byte("x")})
+	if !errors.Is(err, errAckTimeout) || !sent {
+		t.Fatalf("publish without an ack = sent %v, %v; want sent and errAckTimeout", sent, err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond+3*sweepEvery {
+		t.Errorf("errAckTimeout after %s", took)
+	}
+	if n := pendingAcks(m); n != 0 {
+		t.Errorf("%d waits left behind", n)
 	}
 }

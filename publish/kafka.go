@@ -205,9 +205,6 @@ func NewKafka(ctx context.Context, cfg KafkaConfig, log zerolog.Logger) (*Kafka,
 			log.Warn().Msgf(msg, args...)
 		}),
 	}
-	if cfg.TLS.InsecureSkipVerify {
-		log.Warn().Msg("kafka TLS certificate verification is off: use only against test clusters")
-	}
 	if cfg.SASL.mechanism() == "plain" && !cfg.TLS.on() {
 		log.Warn().Msg("kafka SASL PLAIN without TLS sends the password in clear text")
 	}
@@ -265,26 +262,28 @@ func kafkaKey(d *schema.Delivery) string {
 }
 
 // Publish writes d to its topic and returns once all in-sync replicas have
-// it. ctx bounds the whole call; every error wraps ErrUnavailable.
-func (k *Kafka) Publish(ctx context.Context, d *schema.Delivery) error {
+// it; ctx bounds the whole call. Kafka has no broker-side duplicate
+// detection, so duplicate is always false. A write whose ctx ran out may
+// have reached the broker: its error says MaybeStored.
+func (k *Kafka) Publish(ctx context.Context, d *schema.Delivery) (duplicate bool, err error) {
 	if k.closed.Load() {
-		return kafkaUnavailable{errors.New("publish: kafka publisher is closed")}
+		return false, errors.New("publish: kafka publisher is closed")
 	}
 	topic, d := k.destination(d)
 	if err := k.ensureTopic(ctx, topic); err != nil {
 		if errors.Is(err, ErrTopicCollision) {
 			k.log.Error().Err(err).Str("topic", topic).Msg("kafka topic cannot be created; its deliveries get 503")
 		}
-		return kafkaUnavailable{err}
+		return false, err
 	}
-	err := k.writer.WriteMessages(ctx, kafka.Message{
+	err = k.writer.WriteMessages(ctx, kafka.Message{
 		Topic:   topic,
 		Key:     []byte(kafkaKey(d)),
 		Value:   d.Body,
 		Headers: kafkaHeaders(d, k.cfg.Headers),
 	})
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	// One message in, so at most one error in WriteErrors.
 	var werrs kafka.WriteErrors
@@ -299,7 +298,11 @@ func (k *Kafka) Publish(ctx context.Context, d *schema.Delivery) error {
 				Msg("kafka topic does not exist and HOOKBRIDGE_KAFKA_CREATE_TOPICS is false: create it or enable HOOKBRIDGE_KAFKA_CREATE_TOPICS; its deliveries get 503")
 		}
 	}
-	return kafkaUnavailable{fmt.Errorf("publish: kafka write to %s: %w", topic, err)}
+	err = fmt.Errorf("publish: kafka write to %s: %w", topic, err)
+	if ctx.Err() != nil {
+		err = maybeStored{err}
+	}
+	return false, err
 }
 
 // Check reports whether a broker answers a metadata request on a fresh
@@ -309,7 +312,7 @@ func (k *Kafka) Publish(ctx context.Context, d *schema.Delivery) error {
 // caller that probes often bounds how often it asks.
 func (k *Kafka) Check(ctx context.Context) error {
 	if k.closed.Load() {
-		return kafkaUnavailable{errors.New("publish: kafka publisher is closed")}
+		return errors.New("publish: kafka publisher is closed")
 	}
 	return k.probe(ctx)
 }
@@ -339,16 +342,16 @@ func (k *Kafka) probe(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if !reached {
-		return kafkaUnavailable{fmt.Errorf("publish: kafka brokers unreachable: %w", errors.Join(errs...))}
+		return fmt.Errorf("publish: kafka brokers unreachable: %w", errors.Join(errs...))
 	}
 	base := k.cfg.topicFor(&schema.Delivery{})
 	md, err := k.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{base}})
 	if err != nil {
-		return kafkaUnavailable{fmt.Errorf("publish: kafka metadata: %w", err)}
+		return fmt.Errorf("publish: kafka metadata: %w", err)
 	}
 	for _, t := range md.Topics {
 		if t.Name == base && t.Error != nil {
-			return kafkaUnavailable{fmt.Errorf("publish: kafka topic %s: %w", base, t.Error)}
+			return fmt.Errorf("publish: kafka topic %s: %w", base, t.Error)
 		}
 	}
 	return nil
@@ -374,10 +377,3 @@ func (k *Kafka) Close(ctx context.Context) error {
 		return fmt.Errorf("publish: kafka close: pending records may be lost: %w", ctx.Err())
 	}
 }
-
-// kafkaUnavailable marks err as ErrUnavailable (ingest answers 503) without
-// repeating ErrUnavailable's text in every message.
-type kafkaUnavailable struct{ err error }
-
-func (e kafkaUnavailable) Error() string   { return e.err.Error() }
-func (e kafkaUnavailable) Unwrap() []error { return []error{ErrUnavailable, e.err} }

@@ -20,11 +20,10 @@ import (
 // when Enabled is false: someone who names a CA or a client certificate
 // expects an encrypted connection, never a silent fallback to plaintext.
 type KafkaTLS struct {
-	Enabled            bool
-	CAFile             string // PEM bundle; empty means the system roots
-	CertFile           string // client certificate (mTLS), with KeyFile
-	KeyFile            string
-	InsecureSkipVerify bool // for test clusters only; logged loudly
+	Enabled  bool
+	CAFile   string // PEM bundle; empty means the system roots
+	CertFile string // client certificate (mTLS), with KeyFile
+	KeyFile  string
 }
 
 func (t KafkaTLS) on() bool {
@@ -87,7 +86,7 @@ func (cfg KafkaConfig) tlsConfig() (*tls.Config, error) {
 	if !t.on() {
 		return nil, nil
 	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, logged at start-up
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {

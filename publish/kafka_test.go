@@ -380,15 +380,6 @@ func TestKafkaReaderConfig(t *testing.T) {
 	}
 }
 
-func TestKafkaUnavailableWraps(t *testing.T) {
-	inner := errors.New("publish: kafka write to x: boom")
-	err := error(kafkaUnavailable{inner})
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, inner) || err.Error() != inner.Error() {
-		t.Errorf("kafkaUnavailable: Is(ErrUnavailable)=%v Is(inner)=%v text=%q",
-			errors.Is(err, ErrUnavailable), errors.Is(err, inner), err)
-	}
-}
-
 func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -168,7 +168,7 @@ func (k *Kafka) ensureTopic(ctx context.Context, topic string) error {
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return kafkaUnavailable{fmt.Errorf("publish: kafka topic %s: %w", topic, ctx.Err())}
+			return fmt.Errorf("publish: kafka topic %s: %w", topic, ctx.Err())
 		}
 	}
 }
@@ -194,7 +194,7 @@ func (k *Kafka) markReady(topics []string) {
 func (k *Kafka) listTopics(ctx context.Context) ([]string, error) {
 	md, err := k.client.Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
-		return nil, kafkaUnavailable{fmt.Errorf("publish: kafka metadata: %w", err)}
+		return nil, fmt.Errorf("publish: kafka metadata: %w", err)
 	}
 	names := make([]string, 0, len(md.Topics))
 	for _, t := range md.Topics {
@@ -236,7 +236,7 @@ func (k *Kafka) createTopics(ctx context.Context, want []string) error {
 	}
 	res, err := k.client.CreateTopics(ctx, req)
 	if err != nil {
-		return kafkaUnavailable{fmt.Errorf("publish: kafka create topics: %w", err)}
+		return fmt.Errorf("publish: kafka create topics: %w", err)
 	}
 	var errs []error
 	for _, t := range missing {
@@ -276,7 +276,7 @@ func ListKafkaTopics(ctx context.Context, cfg KafkaConfig) ([]string, error) {
 	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
-		return nil, kafkaUnavailable{fmt.Errorf("publish: kafka metadata: %w", err)}
+		return nil, fmt.Errorf("publish: kafka metadata: %w", err)
 	}
 	var out []string
 	for _, t := range md.Topics {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,26 @@ const (
 	// connection. Each holds its message, so this bounds memory when the
 	// server is slow; at full speed a few dozen are outstanding.
 	natsMaxPending = 1024
+	// natsMaxAsync bounds the asynchronous publishes (the KV store's
+	// records) awaiting an ack; beyond it PublishAsync refuses and the
+	// store resends later.
+	natsMaxAsync = 8192
+
+	// natsAttemptTimeout is how long one attempt waits for its ack (give or
+	// take the ackMux sweep's half second) before the message is sent again,
+	// within the request's budget. An ack that does not come within it
+	// almost always went to a server that died: the repeat reaches the next
+	// stream leader, and Nats-Msg-Id or the expected sequence keeps it from
+	// being stored twice.
+	natsAttemptTimeout = time.Second
+	// natsRetryMin and natsRetryMax bound the pause before another attempt
+	// while the stream has no leader or the connection is down.
+	natsRetryMin = 20 * time.Millisecond
+	natsRetryMax = 500 * time.Millisecond
+	// natsInProcessRetry is the pause after "duplicate message id is in
+	// process": a concurrent copy is being stored, and its answer (and so
+	// ours, duplicate) comes within a replication round trip.
+	natsInProcessRetry = 5 * time.Millisecond
 
 	// natsCloseFlush bounds Close's final flush when its ctx has no deadline.
 	natsCloseFlush = 5 * time.Second
@@ -45,10 +66,12 @@ type NATSConfig struct {
 	Prefix string // subject prefix (HOOKBRIDGE_TOPIC_PREFIX), default "openai"
 	Stream string // stream name (HOOKBRIDGE_NATS_STREAM), default "OPENAI_WEBHOOKS"
 
-	// Duplicates is the stream's Nats-Msg-Id window (default 2h), a second
-	// line of defence behind the dedup store. The server keeps every id seen
-	// in the window in memory, roughly 100-150 bytes each: at 1,000 msg/s a
-	// 2h window is about 7.2M ids, around 1 GB. Size it to the message rate.
+	// Duplicates is the stream's Nats-Msg-Id window when NewNATS creates it
+	// (default 2h): within it JetStream drops a repeat of a webhook-id
+	// atomically with the write, which makes it the claim for deliveries
+	// younger than the window. The server keeps every id seen in the
+	// window in memory, roughly 100-150 bytes each: at 1,000 msg/s a 2h
+	// window is about 7.2M ids, around 1 GB. Size it to the message rate.
 	Duplicates time.Duration
 	MaxAge     time.Duration // retention (default 7 days)
 	Replicas   int           // default 1
@@ -120,11 +143,15 @@ type NATS struct {
 	// message and never modified.
 	expectStream []string
 
-	// syncPublish switches from acks to jetstream's PublishMsg, a request
-	// per message. When the connection drops, acks fails every pending
-	// publish at once while PublishMsg waits out each caller's ctx. It stays
-	// for BenchmarkNATSPublish, to keep the comparison honest.
-	syncPublish bool
+	// window is the stream's duplicate window if the stream keeps it
+	// across server restarts, else 0, with windowWhy saying why (see
+	// DedupWindow). Read from the stream as it is, at start-up.
+	window    time.Duration
+	windowWhy string
+
+	// retries counts attempts repeated within a request's budget, by
+	// reason (see RetryReasons).
+	retries [numRetryReasons]atomic.Uint64
 
 	// mu guards closed against inflight.Add, so Close can wait for every
 	// publish that got past the closed check.
@@ -153,7 +180,7 @@ func NewNATS(ctx context.Context, nc *nats.Conn, cfg NATSConfig, log zerolog.Log
 	if err := n.provision(ctx); err != nil {
 		return nil, err
 	}
-	if n.acks, err = newAckMux(nc, natsMaxPending); err != nil {
+	if n.acks, err = newAckMux(nc, natsMaxPending, natsMaxAsync, natsAttemptTimeout); err != nil {
 		return nil, err
 	}
 	if mp := nc.MaxPayload(); mp > 0 && cfg.MaxMsgSize > 0 && mp < int64(cfg.streamMaxMsgSize()) {
@@ -172,6 +199,7 @@ func (n *NATS) provision(ctx context.Context) error {
 			n.log.Info().Str("stream", want.Name).Strs("subjects", want.Subjects).
 				Stringer("duplicates", want.Duplicates).Stringer("max_age", want.MaxAge).
 				Int("replicas", want.Replicas).Msg("created JetStream stream")
+			n.window, n.windowWhy = dedupWindow(s.CachedInfo().Config)
 			return nil
 		}
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -201,9 +229,43 @@ func (n *NATS) provision(ctx context.Context) error {
 			Int32("needed", want.MaxMsgSize).
 			Msg("existing stream's max message size is below the body limit plus headers; large bodies will be refused")
 	}
-	n.log.Info().Str("stream", have.Name).Strs("subjects", have.Subjects).Msg("using existing JetStream stream")
+	n.window, n.windowWhy = dedupWindow(have)
+	n.log.Info().Str("stream", have.Name).Strs("subjects", have.Subjects).
+		Stringer("duplicates", have.Duplicates).Msg("using existing JetStream stream")
 	return nil
 }
+
+// dedupWindow returns the stream's duplicate window if JetStream still
+// knows every id stored inside it after a server restart, else 0 and why.
+// A restarted server rebuilds its id table from the messages stored within
+// the window, so no message inside it may have gone by then: the stream
+// must discard only by age (limits retention, no message or byte limit that
+// drops old messages, no per-subject limit), and keep messages at least as
+// long as the window.
+func dedupWindow(c jetstream.StreamConfig) (time.Duration, string) {
+	switch {
+	case c.Duplicates <= 0:
+		return 0, "the stream has no duplicate window"
+	case c.Retention != jetstream.LimitsPolicy:
+		return 0, "the stream's retention is " + c.Retention.String() + ", which removes consumed messages; want limits"
+	case c.MaxAge > 0 && c.MaxAge < c.Duplicates:
+		return 0, fmt.Sprintf("the stream keeps messages for %v, less than its duplicate window %v", c.MaxAge, c.Duplicates)
+	case c.Discard == jetstream.DiscardOld && (c.MaxMsgs > 0 || c.MaxBytes > 0):
+		return 0, "the stream discards old messages when its message or byte limit is reached; want no limit or discard new"
+	case c.MaxMsgsPerSubject > 0:
+		return 0, "the stream limits messages per subject"
+	case c.Mirror != nil || len(c.Sources) > 0:
+		return 0, "the stream is a mirror or has sources"
+	}
+	return c.Duplicates, ""
+}
+
+// DedupWindow returns the stream's duplicate window, inside which JetStream
+// drops a repeat of a webhook-id atomically with the write, on the stream
+// leader of a cluster too: the claim for young deliveries. It is 0 when the
+// stream would forget ids across a server restart, with why in the string.
+// It describes the stream as found at start-up.
+func (n *NATS) DedupWindow() (time.Duration, string) { return n.window, n.windowWhy }
 
 // provisionHint adds what an operator can do about common provisioning errors.
 func provisionHint(err error) string {
@@ -228,29 +290,27 @@ func subjectsCapture(subjects []string, want string) bool {
 	return false
 }
 
-// Publish sends d to "<prefix>.<type>" and returns nil once JetStream has
-// stored it, or already had it (same webhook-id inside the duplicate
-// window). Every failure wraps ErrUnavailable.
-func (n *NATS) Publish(ctx context.Context, d *schema.Delivery) error {
+// Publish sends d to "<prefix>.<type>" with Nats-Msg-Id d.DedupKey() and
+// returns once JetStream has stored it (duplicate false) or found the key
+// inside the stream's duplicate window and dropped this copy (duplicate
+// true). While no answer comes it sends the same message again within ctx
+// (see request). An error after which the message may be stored says
+// MaybeStored.
+func (n *NATS) Publish(ctx context.Context, d *schema.Delivery) (duplicate bool, err error) {
 	if d.Event != nil && !d.Event.Type.Routable() {
 		// schema.Parse never yields this; a wildcard or empty token in a
 		// subject would be refused or, worse, published elsewhere.
-		return fmt.Errorf("publish: type %q is not routable", d.Event.Type)
+		return false, fmt.Errorf("publish: type %q is not routable", d.Event.Type)
 	}
 	n.mu.RLock()
 	if n.closed {
 		n.mu.RUnlock()
-		return fmt.Errorf("%w: publisher closed", ErrUnavailable)
+		return false, errors.New("publish: NATS publisher closed")
 	}
 	n.inflight.Add(1)
 	n.mu.RUnlock()
 	defer n.inflight.Done()
 
-	// While reconnecting the client would fail the publish anyway
-	// (ReconnectBufSize -1) or buffer it; answering now frees the request.
-	if st := n.nc.Status(); st != nats.CONNECTED {
-		return fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, strings.ToLower(st.String()))
-	}
 	hdr := natsHeader(d, n.cfg.Headers)
 	// The stream must be ours: another one capturing the subject would
 	// store the event where no consumer looks.
@@ -260,29 +320,170 @@ func (n *NATS) Publish(ctx context.Context, d *schema.Delivery) error {
 		Header:  hdr,
 		Data:    d.Body,
 	}
-	var seq uint64
-	var dup bool
-	var err error
-	if n.syncPublish {
-		var ack *jetstream.PubAck
-		if ack, err = n.js.PublishMsg(ctx, msg); err == nil {
-			seq, dup = ack.Sequence, ack.Duplicate
-		}
-	} else {
-		var r ackResult
-		if err = ctx.Err(); err == nil {
-			r, err = n.acks.publish(ctx, msg)
-		}
-		seq, dup = r.seq, r.duplicate
-	}
+	r, err := n.request(ctx, msg)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w%s", ErrUnavailable, msg.Subject, err, n.publishHint(err))
+		return false, n.publishError(msg.Subject, err)
 	}
-	if dup {
-		n.log.Info().Str("webhook_id", d.WebhookID).Str("subject", msg.Subject).
-			Uint64("seq", seq).Msg("JetStream already had this webhook-id")
+	if r.duplicate {
+		n.log.Debug().Str("webhook_id", d.WebhookID).Str("subject", msg.Subject).
+			Uint64("seq", r.seq).Msg("JetStream already had this webhook-id")
 	}
-	return nil
+	return r.duplicate, nil
+}
+
+// publishError adds the subject and a hint to err, keeping MaybeStored.
+func (n *NATS) publishError(subject string, err error) error {
+	e := fmt.Errorf("publish: %s: %w%s", subject, err, n.publishHint(err))
+	if _, ok := err.(maybeStored); ok {
+		return maybeStored{e}
+	}
+	return e
+}
+
+// Reasons an attempt is repeated within a request's budget.
+const (
+	retryNoResponders = iota // no stream leader took the message (503): nothing stored
+	retryInProcess           // a concurrent copy of this Nats-Msg-Id is being stored
+	retryTimeout             // no ack within natsAttemptTimeout: maybe stored
+	retryDisconnected        // the connection is down, or dropped awaiting the ack
+	numRetryReasons
+)
+
+// RetryReasons names the reasons counted by Retries, in its order.
+var RetryReasons = [numRetryReasons]string{"no_responders", "in_process", "timeout", "disconnected"}
+
+// Retries returns how many attempts were repeated within a request's budget,
+// by reason (see RetryReasons).
+func (n *NATS) Retries() [numRetryReasons]uint64 {
+	var out [numRetryReasons]uint64
+	for i := range out {
+		out[i] = n.retries[i].Load()
+	}
+	return out
+}
+
+// request publishes msg, which carries Nats-Msg-Id or an expected last
+// sequence so that a repeat can never be stored twice, and returns
+// JetStream's answer. While there is none it tries again within ctx: after a
+// pause when no stream leader took the message or the connection is down
+// (a leader election or a reconnect in progress), at once when an attempt's
+// ack is overdue, and shortly after "in process" (a concurrent copy of the
+// same id, whose fate decides ours). A leader lost mid-request thus costs
+// the election, not the request. The error, once ctx is done or the answer
+// is a refusal, says MaybeStored if any attempt may have been stored.
+func (n *NATS) request(ctx context.Context, msg *nats.Msg) (ackResult, error) {
+	var mayBeStored bool
+	pause := natsRetryMin
+	for {
+		var (
+			r      ackResult
+			err    error
+			reason = -1
+		)
+		if err = n.waitConnected(ctx); err == nil {
+			var sent bool
+			r, sent, err = n.acks.publish(ctx, msg)
+			if err == nil {
+				return r, nil
+			}
+			mayBeStored = mayBeStored || sent && !isAnswer(err)
+			reason = retryReason(err, sent, ctx)
+		}
+		if reason < 0 || ctx.Err() != nil {
+			if mayBeStored {
+				return ackResult{}, maybeStored{err}
+			}
+			return ackResult{}, err
+		}
+		n.retries[reason].Add(1)
+		wait := pause
+		switch reason {
+		case retryTimeout:
+			continue
+		case retryInProcess:
+			wait = natsInProcessRetry
+		default:
+			pause = min(2*pause, natsRetryMax)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			if mayBeStored {
+				return ackResult{}, maybeStored{err}
+			}
+			return ackResult{}, err
+		}
+	}
+}
+
+// isAnswer reports whether err is JetStream's answer to the message itself,
+// which says it was not stored.
+func isAnswer(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.As(err, &apiErr)
+}
+
+// retryReason says why an attempt that failed with err is worth repeating,
+// or -1 when it is not: a refusal, the publisher closing, or ctx done.
+func retryReason(err error, sent bool, ctx context.Context) int {
+	var apiErr *jetstream.APIError
+	switch {
+	case ctx.Err() != nil:
+		return -1
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return retryNoResponders
+	case errors.As(err, &apiErr):
+		switch apiErr.ErrorCode {
+		case jsErrCodeDuplicateInProcess:
+			return retryInProcess
+		case jsErrCodeClusterNotAvailable, jsErrCodeClusterNotLeader, jsErrCodeInsufficientResources:
+			// Leadership is moving (a leader short of resources steps
+			// down): the next attempt may reach the new one.
+			return retryNoResponders
+		}
+		return -1
+	case errors.Is(err, errAckLost), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionDraining):
+		return retryDisconnected
+	case sent && errors.Is(err, errAckTimeout):
+		return retryTimeout
+	}
+	return -1
+}
+
+// JetStream error codes that say "not now" rather than "no". The first is
+// "duplicate message id is in process" (nats-server 2.12+, clustered
+// streams): a copy with the same Nats-Msg-Id is being replicated; asked again
+// a moment later, the server answers duplicate (or stores ours if that copy
+// failed).
+const (
+	jsErrCodeDuplicateInProcess    = 10158
+	jsErrCodeClusterNotAvailable   = 10008
+	jsErrCodeClusterNotLeader      = 10009
+	jsErrCodeInsufficientResources = 10023
+)
+
+// waitConnected returns once the connection is up, or ctx's error. While
+// reconnecting nothing can be sent (the reconnect buffer is off, so that no
+// message waits where its sender has given up).
+func (n *NATS) waitConnected(ctx context.Context) error {
+	for {
+		switch st := n.nc.Status(); st {
+		case nats.CONNECTED:
+			return nil
+		case nats.CLOSED:
+			return errors.New("NATS connection is closed")
+		}
+		t := time.NewTimer(natsRetryMin)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("NATS connection is %s: %w", strings.ToLower(n.nc.Status().String()), ctx.Err())
+		}
+	}
 }
 
 func (n *NATS) publishHint(err error) string {
@@ -303,13 +504,13 @@ func (n *NATS) Check(ctx context.Context) error {
 	closed := n.closed
 	n.mu.RUnlock()
 	if closed {
-		return fmt.Errorf("%w: publisher closed", ErrUnavailable)
+		return errors.New("publish: NATS publisher closed")
 	}
 	if st := n.nc.Status(); st != nats.CONNECTED {
-		return fmt.Errorf("%w: NATS connection is %s", ErrUnavailable, strings.ToLower(st.String()))
+		return fmt.Errorf("publish: NATS connection is %s", strings.ToLower(st.String()))
 	}
 	if _, err := n.js.Stream(ctx, n.cfg.Stream); err != nil {
-		return fmt.Errorf("%w: stream %q: %w", ErrUnavailable, n.cfg.Stream, err)
+		return fmt.Errorf("publish: stream %q: %w", n.cfg.Stream, err)
 	}
 	return nil
 }
@@ -357,23 +558,30 @@ func (n *NATS) Close(ctx context.Context) error {
 
 // PublishIfNew stores data under subject only if the stream holds no
 // message on that subject yet (Nats-Expected-Last-Subject-Sequence: 0), and
-// waits for the ack on the publisher's ack path. It is what
+// waits for the ack, sending again while none comes (see request): the
+// expected sequence keeps a repeat from being stored twice, and a repeat of
+// a stored write is answered as a conflict. It is what
 // jetstream.KeyValue.Create sends, for the KV dedup store's claims: a
 // conflict is a *jetstream.APIError with code
 // jetstream.JSErrCodeStreamWrongLastSequence.
 func (n *NATS) PublishIfNew(ctx context.Context, subject string, data []byte) error {
 	msg := &nats.Msg{Subject: subject, Data: data, Header: expectNewHeader}
-	_, err := n.acks.publish(ctx, msg)
+	_, err := n.request(ctx, msg)
 	return err
 }
 
 // expectNewHeader is shared by every PublishIfNew: nats.go only reads it.
 var expectNewHeader = nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"0"}}
 
-// PublishNoAck sends data to subject without a reply subject: JetStream
-// stores it and answers nothing, which saves the ack on both sides. Errors
-// are those of sending, not of storing. The KV dedup store completes claims
-// this way (see ingest.KVDeduper.CompleteAsync).
-func (n *NATS) PublishNoAck(subject string, data []byte) error {
-	return n.nc.Publish(subject, data)
+// PublishAsync sends data to subject with a reply subject and returns
+// without waiting; done gets JetStream's answer later (nil once stored), or
+// why there is none: no ack within a few seconds, connection lost, publisher
+// closed. It must not block. An error returned means nothing was sent and
+// done will not be called. The KV dedup store writes its records this way
+// and sends again those that were not stored.
+func (n *NATS) PublishAsync(subject string, data []byte, done func(error)) error {
+	if n.nc.Status() != nats.CONNECTED {
+		return errors.New("publish: NATS connection is not connected")
+	}
+	return n.acks.publishAsync(&nats.Msg{Subject: subject, Data: data}, done)
 }

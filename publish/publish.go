@@ -7,9 +7,12 @@
 // ingest calls it through its own Publisher interface.
 package publish
 
-import "errors"
+// maybeStored marks an error after which the broker may have stored the
+// message all the same: the ack did not come in time, or the connection
+// dropped after the message was sent. ingest.MaybeStored recognises it by
+// its method, so that neither package imports the other.
+type maybeStored struct{ err error }
 
-// ErrUnavailable marks a publish that did not get a broker ack, on any broker:
-// broker down or unreachable, ack timeout, no stream or topic, ctx done,
-// publisher closed. Callers answer 503 so that the sender retries.
-var ErrUnavailable = errors.New("publish: broker unavailable")
+func (e maybeStored) Error() string     { return e.err.Error() }
+func (e maybeStored) Unwrap() error     { return e.err }
+func (e maybeStored) MaybeStored() bool { return true }

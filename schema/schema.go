@@ -49,3 +49,8 @@ type Delivery struct {
 	TraceParent string
 	TraceState  string
 }
+
+// DedupKey is the identity under which d is deduplicated: the key in every
+// dedup store and the Nats-Msg-Id on the bus. Every component derives it
+// here, so that anything added to a delivery's identity is added once.
+func (d *Delivery) DedupKey() string { return d.WebhookID }

@@ -64,15 +64,18 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 		return nil, err
 	}
 	b.natsURL = br.clientURL
+	if br.nats != nil {
+		b.metrics.natsRetries(br.nats)
+	}
 	checks := map[string]checker{"broker": br.pub}
 
-	dedup, dedupCheck, steps, err := openDedup(startCtx, cfg, br)
-	b.steps = append(b.steps, steps...)
+	dd, err := openDedup(startCtx, cfg, br, b.metrics, log)
+	b.steps = append(b.steps, dd.steps...)
 	if err != nil {
 		return nil, err
 	}
-	if dedupCheck != nil {
-		checks["dedup"] = dedupCheck
+	if dd.check != nil {
+		checks["dedup"] = dd.check
 	}
 
 	verifier, err := ingest.NewVerifier(cfg.secrets, ingest.WithTolerance(cfg.Tolerance))
@@ -85,9 +88,11 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 		return nil, err
 	}
 	b.steps = append(b.steps, tracingSteps(traces)...)
-	if b.handler, err = newWebhookHandler(cfg, br, dedup, verifier, traces, b.metrics, log); err != nil {
+	if b.handler, err = newWebhookHandler(cfg, br, dd, verifier, traces, b.metrics, log); err != nil {
 		return nil, err
 	}
+	b.steps = append(b.steps, step{stageRepublish, "re-publisher stop", b.handler.Close})
+	b.metrics.republishPending(b.handler)
 	b.metrics.enableInFlight(b.handler)
 	ready := newReadiness(checks, &b.shutting)
 	b.metrics.brokerUp(ready)
@@ -98,11 +103,12 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 }
 
 // newWebhookHandler is the public endpoint: verify, dedup, publish.
-func newWebhookHandler(cfg *config, br broker, dedup ingest.Deduper, v *ingest.Verifier, traces *tracing.Provider, m *metrics, log zerolog.Logger) (*ingest.Handler, error) {
+func newWebhookHandler(cfg *config, br broker, dd dedupParts, v *ingest.Verifier, traces *tracing.Provider, m *metrics, log zerolog.Logger) (*ingest.Handler, error) {
 	return ingest.NewHandler(ingest.HandlerConfig{
 		Verifier:            v,
 		Publisher:           br.pub,
-		Deduper:             dedup,
+		Deduper:             dd.deduper,
+		BrokerWindow:        dd.window,
 		Path:                cfg.Path,
 		MaxBodyBytes:        br.maxBody,
 		PublishTimeout:      cfg.PublishTimeout,

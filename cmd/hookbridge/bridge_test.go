@@ -100,6 +100,8 @@ func TestBridgeInProcess(t *testing.T) {
 	wantOrder := []string{
 		"shutting down: readiness now fails",
 		"http server shutdown (in-flight requests finished)",
+		"re-publisher stop",
+		"dedup records flush",
 		"publisher flush and close",
 		"nats connection close",
 		"embedded nats shutdown",

@@ -55,7 +55,7 @@ type RequestEnv struct {
 	MaxBodyBytes        int64         `env:"MAX_BODY_BYTES" envDefault:"1048576" help:"request body limit (413 above it); lowered at start-up to fit the broker's largest message when left at its default"`
 	MaxInFlightBytes    int64         `env:"MAX_IN_FLIGHT_BYTES" envDefault:"67108864" help:"body bytes all requests may hold at once, from the first byte read to the answer (503 + Retry-After beyond it, body unread)"`
 	MaxInFlightRequests int           `env:"MAX_IN_FLIGHT_REQUESTS" envDefault:"1024" help:"requests past the header checks at once (503 + Retry-After beyond it, body unread)"`
-	PublishTimeout      time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"budget per request for dedup claim + broker ack (503 after it)"`
+	PublishTimeout      time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"budget per request for dedup claim + broker ack, retries included (503 after it)"`
 }
 
 // LifecycleEnv times the shutdown and the reloads.
@@ -89,7 +89,7 @@ type NATSEnv struct {
 // StreamEnv is the JetStream stream the events are stored in.
 type StreamEnv struct {
 	NATSStream     string        `env:"NATS_STREAM" envDefault:"OPENAI_WEBHOOKS" help:"JetStream stream (created if absent, never rewritten)"`
-	NATSDuplicates time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"2h" help:"stream duplicate window for Nats-Msg-Id (second line of defence)"`
+	NATSDuplicates time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"2h" help:"duplicate window of the stream when hookbridge creates it: JetStream drops a repeated Nats-Msg-Id within it, the claim for events younger than it (an existing stream's own window is used)"`
 	NATSMaxAge     time.Duration `env:"NATS_MAX_AGE" envDefault:"168h" help:"stream retention"`
 	NATSReplicas   int           `env:"NATS_REPLICAS" envDefault:"1" help:"stream and dedup bucket replicas (3 for production clusters)"`
 }
@@ -134,9 +134,9 @@ type KafkaWriterEnv struct {
 // DedupEnv chooses and sizes the dedup store.
 type DedupEnv struct {
 	Dedup       string        `env:"DEDUP" help:"nats, redis, memory or off (default nats with NATS, memory with Kafka)"`
-	DedupTTL    time.Duration `env:"DEDUP_TTL" envDefault:"72h" help:"how long a published webhook-id is remembered"`
-	DedupLease  time.Duration `env:"DEDUP_LEASE" envDefault:"30s" help:"how long an in-flight claim blocks other deliveries of the id"`
-	DedupBucket string        `env:"DEDUP_BUCKET" envDefault:"HOOKBRIDGE_DEDUP" help:"JetStream KV bucket of the nats dedup store"`
+	DedupTTL    time.Duration `env:"DEDUP_TTL" envDefault:"72h" help:"how long a published webhook-id is remembered (with dedup nats and a stream window at least this long, no KV bucket is used)"`
+	DedupLease  time.Duration `env:"DEDUP_LEASE" envDefault:"30s" help:"how long an in-flight claim in the dedup store blocks other deliveries of the id"`
+	DedupBucket string        `env:"DEDUP_BUCKET" envDefault:"HOOKBRIDGE_DEDUP" help:"JetStream KV bucket of the nats dedup store: ids older than the stream window"`
 	DedupMax    int           `env:"DEDUP_MEMORY_MAX" envDefault:"1000000" help:"ids remembered by the memory store (about 70 bytes each)"`
 	RedisURL    string        `env:"REDIS_URL,unset" help:"Redis for HOOKBRIDGE_DEDUP=redis (redis:// or rediss://)"`
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/ingest/dedup"
 	"github.com/hookbridge/hookbridge/publish"
 )
 
@@ -102,10 +103,10 @@ func TestEnvDefaultsMirrorPackageDefaults(t *testing.T) {
 		"KAFKA_REPLICATION_FACTOR": {cfg.KafkaReplication, publish.DefaultKafkaReplication},
 		"KAFKA_BATCH_TIMEOUT":      {cfg.KafkaBatchTimeout, publish.DefaultKafkaBatchTimeout},
 		"KAFKA_CLIENT_ID":          {cfg.KafkaClientID, publish.DefaultKafkaClientID},
-		"DEDUP_TTL":                {cfg.DedupTTL, ingest.DefaultDedupTTL},
-		"DEDUP_LEASE":              {cfg.DedupLease, ingest.DefaultDedupLease},
-		"DEDUP_BUCKET":             {cfg.DedupBucket, ingest.DefaultDedupBucket},
-		"DEDUP_MEMORY_MAX":         {cfg.DedupMax, ingest.DefaultMemoryMaxEntries},
+		"DEDUP_TTL":                {cfg.DedupTTL, dedup.DefaultTTL},
+		"DEDUP_LEASE":              {cfg.DedupLease, dedup.DefaultLease},
+		"DEDUP_BUCKET":             {cfg.DedupBucket, dedup.DefaultBucket},
+		"DEDUP_MEMORY_MAX":         {cfg.DedupMax, dedup.DefaultMemoryMaxEntries},
 	}
 	if publish.DefaultKafkaPrefix != publish.DefaultNATSPrefix {
 		t.Errorf("one HOOKBRIDGE_TOPIC_PREFIX, two package defaults: %q and %q", publish.DefaultKafkaPrefix, publish.DefaultNATSPrefix)

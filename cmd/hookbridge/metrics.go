@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/ingest/dedup"
+	"github.com/hookbridge/hookbridge/publish"
 	"github.com/hookbridge/hookbridge/schema"
 )
 
@@ -34,6 +36,8 @@ var (
 		ingest.ErrBadTimestamp, ingest.ErrTooOld, ingest.ErrTooNew, ingest.ErrNoMatch,
 	}
 	knownDedupResults = []string{"new", "in_flight", "done", "error"}
+	knownDedupPaths   = []ingest.DedupPath{ingest.PathWindow, ingest.PathStore, ingest.PathNone}
+	knownRepublish    = []string{ingest.RepublishStored, ingest.RepublishDuplicate, ingest.RepublishGaveUp, ingest.RepublishDropped}
 )
 
 // maxSecretLabel bounds the secret-position label: positions from here on are
@@ -52,7 +56,10 @@ type metrics struct {
 	events        *prometheus.CounterVec
 	publishDur    *prometheus.HistogramVec
 	publishErrors *prometheus.CounterVec
+	acks          *prometheus.CounterVec
 	dedup         *prometheus.CounterVec
+	dedupPaths    *prometheus.CounterVec
+	republish     *prometheus.CounterVec
 
 	secretReloadErrors prometheus.Counter
 	secretsLoaded      prometheus.Gauge
@@ -68,6 +75,10 @@ type metrics struct {
 	otherType   prometheus.Counter
 	deadLetter  prometheus.Counter
 	byDedup     map[string]prometheus.Counter
+	byPath      map[ingest.DedupPath]prometheus.Counter
+	byRepublish map[string]prometheus.Counter
+	ackStored   prometheus.Counter
+	ackDup      prometheus.Counter
 	publishOK   prometheus.Observer
 	publishErr  prometheus.Observer
 	publishErrN prometheus.Counter
@@ -118,9 +129,21 @@ func newMetrics(version, broker string) *metrics {
 			Name: "hookbridge_publish_errors_total",
 			Help: "Publishes the broker did not acknowledge in time (answered 503).",
 		}, []string{"broker"}),
+		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_publish_acks_total",
+			Help: "Broker acknowledgements by what the broker answered: stored, or duplicate (it already held the webhook-id and dropped this copy).",
+		}, []string{"broker", "result"}),
 		dedup: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_dedup_claims_total",
-			Help: "Dedup claims by result (new, in_flight, done, error).",
+			Help: "Claims in the dedup store by result (new, in_flight, done, error).",
+		}, []string{"result"}),
+		dedupPaths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_dedup_path_total",
+			Help: "Verified deliveries by dedup path: window (the broker's duplicate window is the claim), store (claim in the dedup store), none.",
+		}, []string{"path"}),
+		republish: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_republish_total",
+			Help: "Background re-publishes of deliveries whose outcome was unknown, by how they ended: stored, duplicate, gave_up, dropped.",
 		}, []string{"result"}),
 		secretReloadErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hookbridge_secret_reload_errors_total",
@@ -145,7 +168,8 @@ func newMetrics(version, broker string) *metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.sigFailures, m.secretMatches, m.events,
-		m.publishDur, m.publishErrors, m.dedup, m.secretReloadErrors, m.secretsLoaded, build,
+		m.publishDur, m.publishErrors, m.acks, m.dedup, m.dedupPaths, m.republish,
+		m.secretReloadErrors, m.secretsLoaded, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.resolveChildren()
 	return m
@@ -173,6 +197,16 @@ func (m *metrics) resolveChildren() {
 	for _, r := range knownDedupResults {
 		m.byDedup[r] = m.dedup.WithLabelValues(r)
 	}
+	m.byPath = make(map[ingest.DedupPath]prometheus.Counter, len(knownDedupPaths))
+	for _, p := range knownDedupPaths {
+		m.byPath[p] = m.dedupPaths.WithLabelValues(string(p))
+	}
+	m.byRepublish = make(map[string]prometheus.Counter, len(knownRepublish))
+	for _, r := range knownRepublish {
+		m.byRepublish[r] = m.republish.WithLabelValues(r)
+	}
+	m.ackStored = m.acks.WithLabelValues(m.broker, "stored")
+	m.ackDup = m.acks.WithLabelValues(m.broker, "duplicate")
 	m.publishOK = m.publishDur.WithLabelValues(m.broker, "ok")
 	m.publishErr = m.publishDur.WithLabelValues(m.broker, "error")
 	m.publishErrN = m.publishErrors.WithLabelValues(m.broker)
@@ -194,6 +228,40 @@ func (m *metrics) brokerUp(ready *readiness) {
 		}
 		return 1
 	}))
+}
+
+// natsRetries registers the NATS publisher's attempts repeated within a
+// request's budget, by reason.
+func (m *metrics) natsRetries(n *publish.NATS) {
+	for i, reason := range publish.RetryReasons {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "hookbridge_nats_publish_retries_total",
+			Help:        "JetStream publishes sent again within the request's budget: no_responders (no stream leader), in_process (a concurrent copy being stored), timeout (no ack in time), disconnected.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(n.Retries()[i]) }))
+	}
+}
+
+// kvRecords registers the KV dedup store's record queue.
+func (m *metrics) kvRecords(kv *dedup.KV) {
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "hookbridge_dedup_records_pending",
+			Help: "Dedup records (webhook-ids remembered beyond the duplicate window) sent and not yet acknowledged, or waiting to be sent again.",
+		}, func() float64 { return float64(kv.PendingRecords()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "hookbridge_dedup_records_lost_total",
+			Help: "Dedup records given up (resend queue full, or unacknowledged at shutdown).",
+		}, func() float64 { return float64(kv.LostRecords()) }),
+	)
+}
+
+// republishPending registers the handler's re-publish queue.
+func (m *metrics) republishPending(h *ingest.Handler) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "hookbridge_republish_pending",
+		Help: "Deliveries whose outcome is unknown, waiting to be re-published.",
+	}, func() float64 { return float64(h.RepublishPending()) }))
 }
 
 // enableTLS registers the TLS metrics; without TLS they are absent.
@@ -235,7 +303,13 @@ func (m *metrics) SecretMatched(i int) {
 	c.Inc()
 }
 
-func (m *metrics) Published(ev *schema.Event, d time.Duration) {
+func (m *metrics) Published(ev *schema.Event, d time.Duration, duplicate bool) {
+	m.publishOK.Observe(d.Seconds())
+	if duplicate {
+		m.ackDup.Inc()
+		return
+	}
+	m.ackStored.Inc()
 	c := m.deadLetter
 	if ev != nil {
 		c = m.otherType
@@ -244,7 +318,6 @@ func (m *metrics) Published(ev *schema.Event, d time.Duration) {
 		}
 	}
 	c.Inc()
-	m.publishOK.Observe(d.Seconds())
 }
 
 func (m *metrics) PublishFailed(d time.Duration) {
@@ -258,4 +331,20 @@ func (m *metrics) Dedup(result string) {
 		return
 	}
 	m.dedup.WithLabelValues(result).Inc()
+}
+
+func (m *metrics) DedupPath(p ingest.DedupPath) {
+	if c, ok := m.byPath[p]; ok {
+		c.Inc()
+		return
+	}
+	m.dedupPaths.WithLabelValues(string(p)).Inc()
+}
+
+func (m *metrics) Republished(result string) {
+	if c, ok := m.byRepublish[result]; ok {
+		c.Inc()
+		return
+	}
+	m.republish.WithLabelValues(result).Inc()
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -31,39 +29,46 @@ var (
 // signedRequest builds a webhook request signed with secret at ts.
 func signedRequest(t testing.TB, url, secret, id string, ts int64, body []byte) *http.Request {
 	t.Helper()
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	s, err := ingest.ParseSecret(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tss := strconv.FormatInt(ts, 10)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id + "." + tss + "."))
-	m.Write(body)
+	sig, err := ingest.Sign(s, id, tss, body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", tss)
-	req.Header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	req.Header.Set("webhook-signature", sig)
 	return req
 }
 
-// fakePublisher acknowledges everything except the webhook-ids in fail.
+// fakePublisher acknowledges everything except the webhook-ids in fail, and
+// answers duplicate for a webhook-id it already has, as JetStream does.
 type fakePublisher struct {
 	mu   sync.Mutex
 	fail map[string]bool
 	got  []*schema.Delivery
 }
 
-func (p *fakePublisher) Publish(_ context.Context, d *schema.Delivery) error {
+func (p *fakePublisher) Publish(_ context.Context, d *schema.Delivery) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail[d.WebhookID] {
-		return errors.New("broker down")
+		return false, errors.New("broker down")
+	}
+	for _, g := range p.got {
+		if g.DedupKey() == d.DedupKey() {
+			return true, nil
+		}
 	}
 	p.got = append(p.got, d)
-	return nil
+	return false, nil
 }
 
 // fakeDeduper is an in-memory claim table without leases.
@@ -72,14 +77,14 @@ type fakeDeduper struct {
 	state map[string]ingest.ClaimStatus
 }
 
-func (d *fakeDeduper) Claim(_ context.Context, id string) (ingest.ClaimStatus, error) {
+func (d *fakeDeduper) Claim(_ context.Context, id string) (ingest.ClaimStatus, ingest.Owner, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if st, ok := d.state[id]; ok {
-		return st, nil
+		return st, 0, nil
 	}
 	d.state[id] = ingest.ClaimInFlight
-	return ingest.ClaimNew, nil
+	return ingest.ClaimNew, 1, nil
 }
 
 func (d *fakeDeduper) Complete(_ context.Context, id string) error {
@@ -89,7 +94,7 @@ func (d *fakeDeduper) Complete(_ context.Context, id string) error {
 	return nil
 }
 
-func (d *fakeDeduper) Release(_ context.Context, id string) error {
+func (d *fakeDeduper) Release(_ context.Context, id string, _ ingest.Owner) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.state, id)
@@ -200,10 +205,14 @@ func TestMetricsScriptedSequence(t *testing.T) {
 		`hookbridge_events_published_total{type="deadletter"}`:         1,
 		`hookbridge_events_published_total{type="batch.completed"}`:    0,
 
-		`hookbridge_dedup_claims_total{result="new"}`:       5,
-		`hookbridge_dedup_claims_total{result="done"}`:      2,
-		`hookbridge_dedup_claims_total{result="in_flight"}`: 0,
-		`hookbridge_dedup_claims_total{result="error"}`:     0,
+		`hookbridge_dedup_claims_total{result="new"}`:                     5,
+		`hookbridge_dedup_claims_total{result="done"}`:                    2,
+		`hookbridge_dedup_claims_total{result="in_flight"}`:               0,
+		`hookbridge_dedup_claims_total{result="error"}`:                   0,
+		`hookbridge_dedup_path_total{path="store"}`:                       7,
+		`hookbridge_dedup_path_total{path="window"}`:                      0,
+		`hookbridge_publish_acks_total{broker="nats",result="stored"}`:    4,
+		`hookbridge_publish_acks_total{broker="nats",result="duplicate"}`: 0,
 
 		`hookbridge_publish_errors_total{broker="nats"}`:                              1,
 		`hookbridge_publish_duration_seconds{broker="nats",result="ok"}`:              4,
@@ -228,6 +237,89 @@ func TestMetricsScriptedSequence(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsWindowPath: young deliveries take the window path; a repeat is
+// the broker's duplicate, counted as such and not as a published event; an
+// unknown outcome is re-published and counted when it settles.
+func TestMetricsWindowPath(t *testing.T) {
+	secrets, err := ingest.ParseSecrets(testSecret0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ingest.NewVerifier(secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics("test", "nats")
+	pub := &lostAckPublisher{fakePublisher: fakePublisher{fail: map[string]bool{}}, lose: "wh_lost"}
+	h, err := ingest.NewHandler(ingest.HandlerConfig{Verifier: v, Publisher: pub, Deduper: &fakeDeduper{state: map[string]ingest.ClaimStatus{}},
+		BrokerWindow: 2 * time.Hour, Log: zerolog.Nop(), Observer: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	m.republishPending(h)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	url := srv.URL + "/webhooks/openai"
+	now := time.Now().Unix()
+	body := []byte(`{"id":"evt_w1","object":"event","created_at":` + strconv.FormatInt(now, 10) + `,"type":"batch.completed","data":{"id":"batch_1"}}`)
+	for _, s := range []struct {
+		id     string
+		status int
+	}{{"wh_w1", 200}, {"wh_w1", 200}, {"wh_lost", 503}} {
+		resp, err := srv.Client().Do(signedRequest(t, url, testSecret0, s.id, now, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != s.status {
+			t.Fatalf("%s: status %d, want %d", s.id, resp.StatusCode, s.status)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); gather(t, m)[`hookbridge_republish_total{result="duplicate"}`] != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the re-publish was never counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := gather(t, m)
+	for k, n := range map[string]float64{
+		`hookbridge_dedup_path_total{path="window"}`:                      3,
+		`hookbridge_dedup_path_total{path="store"}`:                       0,
+		`hookbridge_dedup_claims_total{result="new"}`:                     0,
+		`hookbridge_publish_acks_total{broker="nats",result="stored"}`:    1,
+		`hookbridge_publish_acks_total{broker="nats",result="duplicate"}`: 1,
+		`hookbridge_events_published_total{type="batch.completed"}`:       1,
+		`hookbridge_webhook_requests_total{outcome="duplicate"}`:          1,
+		`hookbridge_republish_total{result="duplicate"}`:                  1,
+		`hookbridge_republish_total{result="gave_up"}`:                    0,
+		`hookbridge_republish_pending`:                                    0,
+	} {
+		if got[k] != n {
+			t.Errorf("%s = %v, want %v", k, got[k], n)
+		}
+	}
+}
+
+// lostAckPublisher stores everything but loses the first answer for lose.
+type lostAckPublisher struct {
+	fakePublisher
+	lose string
+}
+
+func (p *lostAckPublisher) Publish(ctx context.Context, d *schema.Delivery) (bool, error) {
+	dup, err := p.fakePublisher.Publish(ctx, d)
+	if d.WebhookID == p.lose && !dup && err == nil {
+		return false, lostAck{}
+	}
+	return dup, err
+}
+
+type lostAck struct{}
+
+func (lostAck) Error() string     { return "connection lost before the ack" }
+func (lostAck) MaybeStored() bool { return true }
 
 // gather scrapes m's registry into "name{label="value",…}" → value, where a
 // histogram's value is its sample count.
@@ -271,7 +363,9 @@ func TestMetricsUnknownLabels(t *testing.T) {
 	m.Dedup("future_result")
 	m.SecretMatched(40)
 	m.SecretMatched(-1)
-	m.Published(&schema.Event{Type: "some.unknown"}, time.Millisecond)
+	m.Published(&schema.Event{Type: "some.unknown"}, time.Millisecond, false)
+	m.DedupPath("future_path")
+	m.Republished("future_result")
 	got := gather(t, m)
 	for _, k := range []string{
 		`hookbridge_webhook_requests_total{outcome="future_outcome"}`,
@@ -279,6 +373,8 @@ func TestMetricsUnknownLabels(t *testing.T) {
 		`hookbridge_dedup_claims_total{result="future_result"}`,
 		`hookbridge_events_published_total{type="other"}`,
 		`hookbridge_publish_duration_seconds{broker="kafka",result="ok"}`,
+		`hookbridge_dedup_path_total{path="future_path"}`,
+		`hookbridge_republish_total{result="future_result"}`,
 	} {
 		if got[k] != 1 {
 			t.Errorf("%s = %v, want 1", k, got[k])
@@ -298,7 +394,8 @@ func BenchmarkMetricsObserver(b *testing.B) {
 		for pb.Next() {
 			m.SecretMatched(0)
 			m.Dedup("new")
-			m.Published(ev, time.Millisecond)
+			m.DedupPath(ingest.PathWindow)
+			m.Published(ev, time.Millisecond, false)
 			m.Request(ingest.OutcomePublished, time.Millisecond)
 		}
 	})

@@ -42,7 +42,8 @@ func TestSecretNew(t *testing.T) {
 		if _, err := ingest.ParseSecret(s); err != nil {
 			t.Errorf("%v: the bridge would refuse %s: %v", tc.args, s, err)
 		}
-		key, err := signingKey(s)
+		parsed, err := ingest.ParseSecret(s)
+		key, _ := parsed.HMACKey()
 		if err != nil || len(key) != tc.bytes {
 			t.Errorf("%v: key of %d bytes (%v), want %d", tc.args, len(key), err, tc.bytes)
 		}

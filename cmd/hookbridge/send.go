@@ -3,16 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -120,14 +116,14 @@ func runSend(args []string, io stdio) int {
 		fmt.Fprintln(io.err, "hookbridge send: no secret: pass --secret, set HOOKBRIDGE_SECRETS, or start the bridge with `make run` (which creates a dev secret)")
 		return 2
 	}
-	key, err := signingKey(o.secret)
+	secret, err := signingSecret(o.secret)
 	if err != nil {
 		fmt.Fprintf(io.err, "hookbridge send: %v\n", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	sum := send(ctx, o, key, io.out, io.err)
+	sum := send(ctx, o, secret, io.out, io.err)
 	sum.print(io.out)
 	if sum.ok != sum.sent || sum.sent == 0 {
 		return 1
@@ -173,47 +169,19 @@ func localURL(addr, path string) string {
 	return "http://" + net.JoinHostPort(host, port) + path
 }
 
-// signingKey returns the HMAC key for secret, validated by the same rules as
-// the bridge so that `send` fails fast on a secret the bridge would refuse.
-func signingKey(secret string) ([]byte, error) {
+// signingSecret parses secret by the same rules as the bridge, so that
+// `send` fails fast on a secret the bridge would refuse, and checks that it
+// can sign.
+func signingSecret(secret string) (ingest.Secret, error) {
 	s, err := ingest.ParseSecret(secret)
 	if err != nil {
-		return nil, err
+		return ingest.Secret{}, err
 	}
-	key, ok := s.HMACKey()
-	if !ok {
-		return nil, errors.New("a whpk_ public key cannot sign; use a whsec_ secret")
+	if _, err := ingest.NewSigner(s); err != nil {
+		return ingest.Secret{}, err
 	}
-	return key, nil
+	return s, nil
 }
-
-// signer signs deliveries with one reusable HMAC; one per worker.
-type signer struct {
-	mac hash.Hash
-	sum []byte
-	buf []byte
-}
-
-func newSigner(key []byte) *signer {
-	return &signer{mac: hmac.New(sha256.New, key), sum: make([]byte, 0, sha256.Size),
-		buf: make([]byte, 0, 3+base64.StdEncoding.EncodedLen(sha256.Size))}
-}
-
-// sign returns the webhook-signature header value for one delivery.
-func (s *signer) sign(id, ts string, body []byte) string {
-	m := s.mac
-	m.Reset()
-	_, _ = io.WriteString(m, id)
-	_, _ = m.Write(dot)
-	_, _ = io.WriteString(m, ts)
-	_, _ = m.Write(dot)
-	_, _ = m.Write(body)
-	s.sum = m.Sum(s.sum[:0])
-	s.buf = base64.StdEncoding.AppendEncode(append(s.buf[:0], "v1,"...), s.sum)
-	return string(s.buf)
-}
-
-var dot = []byte{'.'}
 
 // delivery is one prepared request: unique ids, body ready to sign.
 type delivery struct {
@@ -288,7 +256,7 @@ func fmtDur(d time.Duration) string {
 }
 
 // send runs the deliveries with o.concurrency workers, pacing to o.rate.
-func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *sendSummary {
+func send(ctx context.Context, o sendOptions, secret ingest.Secret, out, errw io.Writer) *sendSummary {
 	total := o.count * len(o.types)
 	jobs := deliveries(ctx, o)
 	client := sendClient(o)
@@ -297,7 +265,7 @@ func send(ctx context.Context, o sendOptions, key []byte, out, errw io.Writer) *
 		sum: &sendSummary{byStatus: map[string]int64{}, latencies: make([]time.Duration, 0, total)}}
 	var wg sync.WaitGroup
 	for range o.concurrency {
-		wg.Go(func() { r.work(ctx, newPoster(client, o.url, key), jobs) })
+		wg.Go(func() { r.work(ctx, newPoster(client, o.url, secret), jobs) })
 	}
 	done := make(chan struct{})
 	if !o.quiet && total > 50 {
@@ -426,7 +394,7 @@ func (r *sendRun) progress(done <-chan struct{}, w io.Writer) {
 type poster struct {
 	c      *http.Client
 	url    string
-	sig    *signer
+	sig    *ingest.Signer
 	ua     []string
 	ct     []string
 	tsUnix int64
@@ -439,8 +407,9 @@ type poster struct {
 
 var hdrContentJSON = []string{"application/json"}
 
-func newPoster(c *http.Client, url string, key []byte) *poster {
-	return &poster{c: c, url: url, sig: newSigner(key), ua: []string{"hookbridge-send/" + version},
+func newPoster(c *http.Client, url string, secret ingest.Secret) *poster {
+	sig, _ := ingest.NewSigner(secret) // checked by signingSecret
+	return &poster{c: c, url: url, sig: sig, ua: []string{"hookbridge-send/" + version},
 		ct: hdrContentJSON, tsUnix: -1, counts: map[string]*int64{}, names: map[*int64]string{}}
 }
 
@@ -485,7 +454,7 @@ func (p *poster) do(ctx context.Context, d delivery) (string, int) {
 		"User-Agent":        p.ua,
 		"Webhook-Id":        {d.id},
 		"Webhook-Timestamp": {ts},
-		"Webhook-Signature": {p.sig.sign(d.id, ts, d.body)},
+		"Webhook-Signature": {p.sig.Sign(d.id, ts, d.body)},
 	}
 	resp, err := p.c.Do(req)
 	if err != nil {

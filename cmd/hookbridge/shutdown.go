@@ -21,7 +21,9 @@ type step struct {
 }
 
 const (
-	stageHTTP = iota
+	stageHTTP      = iota
+	stageRepublish // settle or drop deliveries whose outcome is unknown
+	stageRecords   // flush the KV store's records, through the publisher
 	stagePublisher
 	stageDedup
 	stageConn

@@ -2,13 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hookbridge/hookbridge/ingest"
 )
 
 // The vector from openai-go's webhook tests.
@@ -62,9 +61,14 @@ func writeFile(t *testing.T, content string) string {
 func TestVerifyCommandValid(t *testing.T) {
 	bodyFile := writeFile(t, tvBody)
 	notJSON := "hello"
-	h := hmac.New(sha256.New, must64(t, tvSecret))
-	h.Write([]byte(tvID + "." + tvTS + "." + notJSON))
-	notJSONSig := "v1," + base64.StdEncoding.EncodeToString(h.Sum(nil))
+	sec, err := ingest.ParseSecret(tvSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notJSONSig, err := ingest.Sign(sec, tvID, tvTS, []byte(notJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -99,15 +103,6 @@ func TestVerifyCommandValid(t *testing.T) {
 			t.Fatalf("exit %d, %q", code, &out)
 		}
 	})
-}
-
-func must64(t *testing.T, secret string) []byte {
-	t.Helper()
-	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func TestVerifyCommandInvalid(t *testing.T) {

@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -22,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookbridge/hookbridge/ingest"
 	"github.com/hookbridge/hookbridge/schema"
 )
 
@@ -43,7 +42,10 @@ type genResult struct {
 // runGen is the lean load generator: raw HTTP/1.1 over conns keep-alive
 // connections, each delivery signed with a fresh timestamp and a unique
 // webhook-id and event id (same length, so every body has the same size).
-// Bounded by duration and by count, whichever ends first.
+// Events are created age before the run starts: 0, as OpenAI sends them
+// right after they happen (the bridge's window path), or older than the
+// stream's duplicate window (its KV claim path). Bounded by duration and by
+// count, whichever ends first.
 func runGen(args []string) int {
 	fs := flag.NewFlagSet("gen", flag.ExitOnError)
 	target := fs.String("url", "", "webhook URL")
@@ -52,6 +54,7 @@ func runGen(args []string) int {
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
 	count := fs.Int64("count", 0, "stop after this many requests (0: duration only)")
 	typ := fs.String("type", string(schema.RealtimeCallIncoming), "sample event type")
+	age := fs.Duration("age", 0, "how long before the run the events were created")
 	_ = fs.Parse(args)
 
 	u, err := url.Parse(*target)
@@ -59,7 +62,10 @@ func runGen(args []string) int {
 		fmt.Fprintln(os.Stderr, "gen: bad --url")
 		return 2
 	}
-	key, err := secretKey(*secret)
+	sec, err := ingest.ParseSecret(*secret)
+	if err == nil {
+		_, err = ingest.NewSigner(sec)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		return 2
@@ -74,6 +80,13 @@ func runGen(args []string) int {
 		fmt.Fprintln(os.Stderr, "gen: sample has no id")
 		return 2
 	}
+	created := []byte(`"created_at":` + strconv.FormatInt(ev.CreatedAt, 10))
+	at := []byte(`"created_at":` + strconv.FormatInt(time.Now().Add(-*age).Unix(), 10))
+	if len(at) != len(created) || !bytes.Contains(sample, created) {
+		fmt.Fprintln(os.Stderr, "gen: cannot set the sample's created_at")
+		return 2
+	}
+	sample = bytes.Replace(sample, created, at, 1)
 	idAt := bytes.Index(sample, []byte(`"`+ev.ID+`"`)) + 1 + len("evt_")
 	idLen := len(ev.ID) - len("evt_")
 
@@ -99,9 +112,7 @@ func runGen(args []string) int {
 			st := map[string]int64{}
 			body := slices.Clone(sample)
 			req := make([]byte, 0, 1024+len(body))
-			mac := hmac.New(sha256.New, key)
-			var sum [sha256.Size]byte
-			var sig [64]byte
+			signer, _ := ingest.NewSigner(sec)
 			var c net.Conn
 			var br *bufio.Reader
 			for time.Now().Before(deadline) {
@@ -124,13 +135,7 @@ func runGen(args []string) int {
 				copy(body[idAt:idAt+idLen], uniq)
 				whID := "wh_" + string(uniq)
 				ts := strconv.FormatInt(time.Now().Unix(), 10)
-				mac.Reset()
-				mac.Write([]byte(whID))
-				mac.Write([]byte{'.'})
-				mac.Write([]byte(ts))
-				mac.Write([]byte{'.'})
-				mac.Write(body)
-				base64.StdEncoding.Encode(sig[:], mac.Sum(sum[:0]))
+				sig := signer.Sign(whID, ts, body)
 				req = req[:0]
 				req = append(req, "POST "...)
 				req = append(req, u.RequestURI()...)
@@ -142,8 +147,8 @@ func runGen(args []string) int {
 				req = append(req, whID...)
 				req = append(req, "\r\nwebhook-timestamp: "...)
 				req = append(req, ts...)
-				req = append(req, "\r\nwebhook-signature: v1,"...)
-				req = append(req, sig[:base64.StdEncoding.EncodedLen(sha256.Size)]...)
+				req = append(req, "\r\nwebhook-signature: "...)
+				req = append(req, sig...)
 				req = append(req, "\r\n\r\n"...)
 				req = append(req, body...)
 

@@ -4,7 +4,7 @@
 // handler side by side, alternating, drives each with 64 keep-alive
 // connections of unique signed ~430-byte deliveries and prints medians.
 //
-//	go run ./integration/benche2e [-duration 10s] [-runs 3] [-conns 64] [-gen lean|send] [-only nats,kafka,gen]
+//	go run ./integration/benche2e [-duration 10s] [-runs 3] [-conns 64] [-gen lean|send] [-only nats,kafka,gen] [-before BIN]
 //	go run ./integration/benche2e baseline -addr 127.0.0.1:8081 -nats nats://… -secret whsec_…
 //	go run ./integration/benche2e noop -addr 127.0.0.1:8081
 //	go run ./integration/benche2e gen -url http://… -secret whsec_… [-conns 64 -duration 10s]
@@ -72,6 +72,7 @@ type options struct {
 	hookEnv  []string
 	profile  string // directory for CPU profiles of bridge and broker, "" for none
 	match    string // run only configurations whose name contains this
+	before   string // another hookbridge binary to run beside this one, "" for none
 }
 
 func runHarness(args []string) int {
@@ -89,6 +90,7 @@ func runHarness(args []string) int {
 	fs.BoolVar(&o.verbose, "v", false, "print every run")
 	fs.StringVar(&o.match, "match", "", "run only the configurations whose name contains this (the baseline always runs in the NATS table)")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of the bridge and nats-server for each measured run into this directory")
+	fs.StringVar(&o.before, "before", "", "a hookbridge binary built from an earlier commit: its configurations run in the same passes, for before → after tables")
 	hookEnv := fs.String("bridge-env", "", "extra KEY=VALUE,… for the hookbridge processes (e.g. GOGC=100 to compare GC settings)")
 	_ = fs.Parse(args)
 	if *hookEnv != "" {
@@ -147,18 +149,21 @@ func runHarness(args []string) int {
 		}, "")
 	}
 	if o.only["nats"] {
-		runTable(ctx, &o, "NATS JetStream (nats-server process, file store), 1 bridge", []config{
+		runTable(ctx, &o, "NATS JetStream (nats-server process, file store), 1 bridge", withBefore(&o, []config{
 			{name: "hookbridge dedup=nats (defaults)", kind: "hookbridge", broker: "nats", dedup: "nats"},
+			{name: "hookbridge dedup=nats, events 3h old", kind: "hookbridge", broker: "nats", dedup: "nats", age: 3 * time.Hour},
+			{name: "hookbridge dedup=nats, 72h window (no KV)", kind: "hookbridge", broker: "nats", dedup: "nats",
+				env: []string{"HOOKBRIDGE_NATS_DUPLICATE_WINDOW=72h"}},
 			{name: "hookbridge dedup=memory", kind: "hookbridge", broker: "nats", dedup: "memory"},
 			{name: "hookbridge dedup=off", kind: "hookbridge", broker: "nats", dedup: "off"},
 			{name: "baseline (net/http+hmac+js async)", kind: "baseline", broker: "nats"},
-		}, "baseline (net/http+hmac+js async)")
+		}), "baseline (net/http+hmac+js async)")
 	}
 	if o.only["kafka"] {
-		runTable(ctx, &o, "Kafka (kfake, 3 brokers, in the harness process: its CPU is the broker column)", []config{
+		runTable(ctx, &o, "Kafka (kfake, 3 brokers, in the harness process: its CPU is the broker column)", withBefore(&o, []config{
 			{name: "hookbridge kafka dedup=memory", kind: "hookbridge", broker: "kafka", dedup: "memory"},
 			{name: "hookbridge kafka dedup=off", kind: "hookbridge", broker: "kafka", dedup: "off"},
-		}, "")
+		}), "")
 	}
 	return 0
 }
@@ -188,7 +193,28 @@ type config struct {
 	kind   string // hookbridge, baseline, noop
 	broker string // nats, kafka
 	dedup  string
-	gen    string // overrides options.gen
+	gen    string        // overrides options.gen
+	age    time.Duration // how old the generated events are
+	bin    string        // the hookbridge binary; default options.hookbin
+	env    []string      // extra environment of the hookbridge process
+}
+
+// withBefore adds, after each hookbridge configuration, the same one run
+// with the -before binary, so both are measured in the same passes.
+func withBefore(o *options, cfgs []config) []config {
+	if o.before == "" {
+		return cfgs
+	}
+	var out []config
+	for _, c := range cfgs {
+		out = append(out, c)
+		if c.kind == "hookbridge" {
+			b := c
+			b.name, b.bin = "before: "+strings.TrimPrefix(c.name, "hookbridge "), o.before
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // result of one run.
@@ -220,15 +246,15 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			}
 			res.round = r
 			all[i] = append(all[i], res)
-			fmt.Fprintf(os.Stderr, "  run %d %-38s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB  syscalls/req bridge %.2f broker %.2f %s\n",
+			fmt.Fprintf(os.Stderr, "  run %d %-44s %8.0f req/s  p50 %6.2f  p99 %6.2f  p99.9 %6.2f ms  cpu bridge %5.2fs broker %5.2fs gen %5.2fs  rss %5.1f MiB  syscalls/req bridge %.2f broker %.2f %s\n",
 				r+1, c.name, res.rps, res.p50, res.p99, res.p999, res.cpuBridge, res.cpuBroker, res.cpuGen, res.rssMiB,
 				res.sysBridge/float64(max(res.sent, 1)), res.sysBroker/float64(max(res.sent, 1)), res.errs)
 		}
 	}
 	fmt.Printf("\n%s\n", title)
-	fmt.Printf("| %-38s | %8s | %10s | %6s | %6s | %7s | %9s | %9s | %9s | %8s | %8s | %7s | %s |\n",
-		"configuration", "req/s", "req/s range", "p50 ms", "p99 ms", "p99.9ms", "cpu bridge", "cpu broker", "cpu gen", "µs/req*", "peak RSS", "vs base", "p99 vs base")
-	fmt.Printf("|%s\n", strings.Repeat("---|", 13))
+	fmt.Printf("| %-44s | %8s | %11s | %6s | %6s | %7s | %9s | %9s | %9s | %8s | %8s | %7s | %7s | %s |\n",
+		"configuration", "req/s", "req/s range", "p50 ms", "p99 ms", "p99.9ms", "µs bridge", "µs broker", "µs gen", "µs/req*", "peak RSS", "vs base", "cpu vs base", "p99 vs base")
+	fmt.Printf("|%s\n", strings.Repeat("---|", 14))
 	var base []result
 	for i, c := range cfgs {
 		if c.name == baseline {
@@ -241,55 +267,60 @@ func runTable(ctx context.Context, o *options, title string, cfgs []config, base
 			if o.match != "" && !strings.Contains(c.name, o.match) {
 				continue
 			}
-			fmt.Printf("| %-38s | no successful run |\n", c.name)
+			fmt.Printf("| %-44s | no successful run |\n", c.name)
 			continue
 		}
 		m := func(f func(result) float64) float64 { return median(rs, f) }
 		rps := m(func(r result) float64 { return r.rps })
 		lo, hi := minmax(rs, func(r result) float64 { return r.rps })
 		p99 := m(func(r result) float64 { return r.p99 })
-		cpuB := m(func(r result) float64 { return r.cpuBridge })
-		perReq := m(func(r result) float64 {
-			return (r.cpuBridge + r.cpuBroker) / float64(max(r.sent, 1)) * 1e6
-		})
-		ratio, pratio := "", ""
+		ratio, cratio, pratio := "", "", ""
 		if c.name != baseline {
-			if rr, pr, ok := pairedRatios(rs, base); ok {
-				ratio, pratio = fmt.Sprintf("%.2f×", rr), fmt.Sprintf("%.2f×", pr)
+			if rr, cr, pr, ok := pairedRatios(rs, base); ok {
+				ratio, cratio, pratio = fmt.Sprintf("%.2f×", rr), fmt.Sprintf("%.2f×", cr), fmt.Sprintf("%.2f×", pr)
 			}
 		}
 		rss := fmt.Sprintf("%.1f MiB", m(func(r result) float64 { return r.rssMiB }))
-		fmt.Printf("| %-38s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.2fs | %9.2fs | %8.2fs | %8.1f | %8s | %7s | %s |\n",
+		fmt.Printf("| %-44s | %8.0f | %5.0f–%-5.0f | %6.2f | %6.2f | %7.2f | %9.1f | %9.1f | %9.1f | %8.1f | %8s | %7s | %7s | %s |\n",
 			c.name, rps, lo, hi, m(func(r result) float64 { return r.p50 }), p99,
-			m(func(r result) float64 { return r.p999 }), cpuB,
-			m(func(r result) float64 { return r.cpuBroker }), m(func(r result) float64 { return r.cpuGen }),
-			perReq, rss, ratio, pratio)
+			m(func(r result) float64 { return r.p999 }),
+			m(func(r result) float64 { return r.usBridge() }), m(func(r result) float64 { return r.usBroker() }),
+			m(func(r result) float64 { return r.usGen() }), m(func(r result) float64 { return r.usBridge() + r.usBroker() }),
+			rss, ratio, cratio, pratio)
 	}
-	fmt.Println("(*) bridge + broker CPU µs per request. CPU columns: seconds used during the measured run.")
+	fmt.Println("µs columns: CPU per request during the measured run, medians. (*) bridge + broker.")
 	if baseline != "" {
-		fmt.Println("vs base: median over passes of the ratio to the baseline run of the same pass, so that a slow pass (the machine's speed drifts) counts for both.")
+		fmt.Println("vs base: median over passes of the req/s ratio to the baseline run of the same pass, so that a slow pass (the machine's speed drifts) counts for both.")
+		fmt.Println("cpu vs base: the same for the CPU per request of bridge, broker and generator together (baseline's / this one's): what req/s would be if these three had the cores to themselves.")
 	}
 }
 
+func (r result) usBridge() float64 { return r.cpuBridge / float64(max(r.sent, 1)) * 1e6 }
+func (r result) usBroker() float64 { return r.cpuBroker / float64(max(r.sent, 1)) * 1e6 }
+func (r result) usGen() float64    { return r.cpuGen / float64(max(r.sent, 1)) * 1e6 }
+func (r result) usAll() float64    { return r.usBridge() + r.usBroker() + r.usGen() }
+
 // pairedRatios is the median, over the passes in which both ran, of rs's
-// req/s and p99 divided by those of base in the same pass.
-func pairedRatios(rs, base []result) (rps, p99 float64, ok bool) {
+// req/s, total CPU per request (inverted) and p99 against those of base in
+// the same pass.
+func pairedRatios(rs, base []result) (rps, cpu, p99 float64, ok bool) {
 	byRound := map[int]result{}
 	for _, b := range base {
 		byRound[b.round] = b
 	}
-	var rr, pr []result
+	var rr, cr, pr []result
 	for _, r := range rs {
-		if b, found := byRound[r.round]; found && b.rps > 0 && b.p99 > 0 {
+		if b, found := byRound[r.round]; found && b.rps > 0 && b.p99 > 0 && r.usAll() > 0 {
 			rr = append(rr, result{rps: r.rps / b.rps})
+			cr = append(cr, result{rps: b.usAll() / r.usAll()})
 			pr = append(pr, result{rps: r.p99 / b.p99})
 		}
 	}
 	if len(rr) == 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	get := func(r result) float64 { return r.rps }
-	return median(rr, get), median(pr, get), true
+	return median(rr, get), median(cr, get), median(pr, get), true
 }
 
 func median(rs []result, f func(result) float64) float64 {
@@ -389,13 +420,18 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 			profURLs = append(profURLs, [2]string{fmt.Sprintf("http://127.0.0.1:%d", aport), "bridge"})
 		}
 		env = append(env, o.hookEnv...)
+		env = append(env, c.env...)
 		if natsURL != "" {
 			env = append(env, "HOOKBRIDGE_NATS_URL="+natsURL)
 		}
 		if kafkaBrokers != nil {
 			env = append(env, "HOOKBRIDGE_KAFKA_BROKERS="+strings.Join(kafkaBrokers, ","))
 		}
-		if srv, err = startProc(o.hookbin, env, logf, "serve"); err != nil {
+		bin := o.hookbin
+		if c.bin != "" {
+			bin = c.bin
+		}
+		if srv, err = startProc(bin, env, logf, "serve"); err != nil {
 			return res, err
 		}
 		defer srv.stop()
@@ -432,7 +468,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 	// Warm-up with the lean generator (connections, JIT-free Go still has
 	// caches, pools, the stream's first blocks).
 	if o.warmup > 0 {
-		if _, err := runGenProc(ctx, o, "lean", url, o.warmup, dir); err != nil {
+		if _, err := runGenProc(ctx, o, "lean", url, o.warmup, dir, c.age); err != nil {
 			return res, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -443,7 +479,7 @@ func runOnce(ctx context.Context, o *options, c config, run int) (result, error)
 		gen = c.gen
 	}
 	profDone := startProfiles(o, c, run, profURLs)
-	g, err := runGenProc(ctx, o, gen, url, o.duration, dir)
+	g, err := runGenProc(ctx, o, gen, url, o.duration, dir, c.age)
 	profDone()
 	if err != nil {
 		return res, err
@@ -476,7 +512,7 @@ var (
 	sendLatRe     = regexp.MustCompile(`p50 ([\d.]+)ms\s+p90 ([\d.]+)ms\s+p99 ([\d.]+)ms\s+p99.9 ([\d.]+)ms`)
 )
 
-func runGenProc(ctx context.Context, o *options, gen, url string, d time.Duration, dir string) (genRun, error) {
+func runGenProc(ctx context.Context, o *options, gen, url string, d time.Duration, dir string, age time.Duration) (genRun, error) {
 	var g genRun
 	var cmd *exec.Cmd
 	if gen == "send" {
@@ -485,7 +521,7 @@ func runGenProc(ctx context.Context, o *options, gen, url string, d time.Duratio
 			"--concurrency", strconv.Itoa(o.conns), "--quiet")
 	} else {
 		cmd = exec.CommandContext(ctx, o.self, "gen", "-url", url, "-secret", o.secret,
-			"-conns", strconv.Itoa(o.conns), "-duration", d.String())
+			"-conns", strconv.Itoa(o.conns), "-duration", d.String(), "-age", age.String())
 	}
 	cmd.Env = append(os.Environ(), "HOOKBRIDGE_DATA_DIR="+filepath.Join(dir, "nodev"))
 	var stdout, stderr bytes.Buffer
@@ -670,7 +706,7 @@ func startProfiles(o *options, c config, run int, urls [][2]string) func() {
 		return func() {}
 	}
 	secs := max(int(o.duration/time.Second)-1, 1)
-	slug := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "-", "+", "-", "/", "-").Replace(c.name)
+	slug := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "-", "+", "-", "/", "-", ",", "", ":", "").Replace(c.name)
 	var wg sync.WaitGroup
 	for _, u := range urls {
 		wg.Add(1)

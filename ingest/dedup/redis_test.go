@@ -1,4 +1,4 @@
-package ingest
+package dedup
 
 import (
 	"context"
@@ -29,9 +29,9 @@ func dedupRedisURL(t *testing.T) string {
 	return u
 }
 
-// newTestRedisDeduper returns a store on its own key prefix, whose keys are
+// newTestRedis returns a store on its own key prefix, whose keys are
 // deleted after t.
-func newTestRedisDeduper(t *testing.T, lease, ttl time.Duration) *RedisDeduper {
+func newTestRedis(t *testing.T, lease, ttl time.Duration) *Redis {
 	t.Helper()
 	o, err := ParseRedisURL(dedupRedisURL(t))
 	if err != nil {
@@ -41,7 +41,7 @@ func newTestRedisDeduper(t *testing.T, lease, ttl time.Duration) *RedisDeduper {
 	b := make([]byte, 6)
 	rand.Read(b)
 	prefix := "hookbridge-test:" + hex.EncodeToString(b) + ":"
-	d, err := NewRedisDeduper(client, RedisOptions{Prefix: prefix, TTL: ttl, Lease: lease})
+	d, err := NewRedis(client, RedisOptions{Prefix: prefix, TTL: ttl, Lease: lease})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,27 +71,27 @@ func newTestRedisDeduper(t *testing.T, lease, ttl time.Duration) *RedisDeduper {
 	return d
 }
 
-func TestRedisDeduperContract(t *testing.T) {
+func TestRedisContract(t *testing.T) {
 	dedupRedisURL(t)
 	testDeduperContract(t, func(t *testing.T, lease, ttl time.Duration) Deduper {
-		return newTestRedisDeduper(t, lease, ttl)
+		return newTestRedis(t, lease, ttl)
 	})
 }
 
-// TestRedisDeduperKeys pins what operators see in redis-cli: the prefix, the
+// TestRedisKeys pins what operators see in redis-cli: the prefix, the
 // raw id, the values and their expiries.
-func TestRedisDeduperKeys(t *testing.T) {
-	d := newTestRedisDeduper(t, time.Minute, time.Hour)
+func TestRedisKeys(t *testing.T) {
+	d := newTestRedis(t, time.Minute, time.Hour)
 	ctx := dedupCtx(t)
 	key := d.prefix + "wh_1 . *>"
-	dedupClaim(t, d, "wh_1 . *>", ClaimNew)
-	if v, err := d.client.Get(ctx, key).Result(); err != nil || v != "inflight" {
-		t.Fatalf("GET %q = %q, %v; want inflight", key, v, err)
+	owner := dedupClaim(t, d, "wh_1 . *>", ClaimNew)
+	if v, err := d.client.Get(ctx, key).Result(); err != nil || v != "inflight "+strconv.FormatUint(uint64(owner), 16) {
+		t.Fatalf("GET %q = %q, %v; want inflight and the owner %x", key, v, err, owner)
 	}
 	if ttl, err := d.client.PTTL(ctx, key).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("PTTL of a claim = %v, %v; want (0, 1m]", ttl, err)
 	}
-	dedupDo(t, "Complete", "wh_1 . *>", d.Complete)
+	dedupComplete(t, d, "wh_1 . *>")
 	if v, err := d.client.Get(ctx, key).Result(); err != nil || v != "done" {
 		t.Fatalf("GET %q = %q, %v; want done", key, v, err)
 	}
@@ -103,7 +103,7 @@ func TestRedisDeduperKeys(t *testing.T) {
 	}
 }
 
-func TestRedisDeduperStoreErrors(t *testing.T) {
+func TestRedisStoreErrors(t *testing.T) {
 	// A loopback port nobody listens on.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,19 +116,19 @@ func TestRedisDeduperStoreErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.DialerRetries = 1 // fail fast; the default backs off for half a second per operation
-	d, err := NewRedisDeduper(redis.NewClient(o), RedisOptions{})
+	d, err := NewRedis(redis.NewClient(o), RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	ctx := dedupCtx(t)
-	if st, err := d.Claim(ctx, "x"); err == nil {
+	if st, _, err := d.Claim(ctx, "x"); err == nil {
 		t.Errorf("Claim without Redis = %v, want an error", st)
 	}
 	if err := d.Complete(ctx, "x"); err == nil {
 		t.Error("Complete without Redis: no error")
 	}
-	if err := d.Release(ctx, "x"); err == nil {
+	if err := d.Release(ctx, "x", 1); err == nil {
 		t.Error("Release without Redis: no error")
 	}
 	if err := d.Check(ctx); err == nil {
@@ -175,35 +175,35 @@ func TestDedupParseRedisURL(t *testing.T) {
 	}
 }
 
-func TestRedisDeduperOptions(t *testing.T) {
+func TestRedisOptions(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
 	defer client.Close()
-	d, err := NewRedisDeduper(client, RedisOptions{})
+	d, err := NewRedis(client, RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.prefix != DefaultDedupRedisPrefix || d.ttl != DefaultDedupTTL || d.lease != DefaultDedupLease {
+	if d.prefix != DefaultRedisPrefix || d.ttl != DefaultTTL || d.lease != DefaultLease {
 		t.Fatalf("defaults: prefix %q ttl %v lease %v", d.prefix, d.ttl, d.lease)
 	}
-	if _, err := NewRedisDeduper(client, RedisOptions{TTL: -time.Second}); err == nil {
+	if _, err := NewRedis(client, RedisOptions{TTL: -time.Second}); err == nil {
 		t.Fatal("negative TTL accepted")
 	}
-	if _, err := NewRedisDeduperURL("ftp://x", RedisOptions{}); err == nil {
+	if _, err := NewRedisURL("ftp://x", RedisOptions{}); err == nil {
 		t.Fatal("ftp:// URL accepted")
 	}
-	u, err := NewRedisDeduperURL("redis://127.0.0.1:1/3", RedisOptions{Prefix: "p:"}) // never dialled
+	u, err := NewRedisURL("redis://127.0.0.1:1/3", RedisOptions{Prefix: "p:"}) // never dialled
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer u.Close()
 	if got := u.client.(*redis.Client).Options(); got.Addr != "127.0.0.1:1" || got.DB != 3 || u.prefix != "p:" {
-		t.Fatalf("NewRedisDeduperURL: addr %q db %d prefix %q", got.Addr, got.DB, u.prefix)
+		t.Fatalf("NewRedisURL: addr %q db %d prefix %q", got.Addr, got.DB, u.prefix)
 	}
 }
 
-// BenchmarkRedisDeduper measures Claim+Complete of unique ids (two Redis
+// BenchmarkRedis measures Claim+Complete of unique ids (two Redis
 // round trips) from parallel goroutines.
-func BenchmarkRedisDeduper(b *testing.B) {
+func BenchmarkRedis(b *testing.B) {
 	u := os.Getenv("HOOKBRIDGE_IT_REDIS_URL")
 	if u == "" {
 		b.Skip("HOOKBRIDGE_IT_REDIS_URL unset")
@@ -216,7 +216,7 @@ func BenchmarkRedisDeduper(b *testing.B) {
 	defer client.Close()
 	prefix := "hookbridge-bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
 	// Short TTL: the keys clean themselves up.
-	d, err := NewRedisDeduper(client, RedisOptions{Prefix: prefix, TTL: 10 * time.Second, Lease: 10 * time.Second})
+	d, err := NewRedis(client, RedisOptions{Prefix: prefix, TTL: 10 * time.Second, Lease: 10 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func BenchmarkRedisDeduper(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := "wh_" + strconv.FormatUint(next.Add(1), 16)
-			if st, err := d.Claim(ctx, id); err != nil || st != ClaimNew {
+			if st, _, err := d.Claim(ctx, id); err != nil || st != ClaimNew {
 				b.Fatalf("Claim = %v, %v", st, err)
 			}
 			if err := d.Complete(ctx, id); err != nil {

@@ -1,4 +1,4 @@
-package ingest
+package dedup
 
 import (
 	"context"
@@ -9,6 +9,21 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookbridge/hookbridge/ingest"
+)
+
+// Names of the ingest types, to keep the contract readable.
+type (
+	Deduper     = ingest.Deduper
+	ClaimStatus = ingest.ClaimStatus
+	Owner       = ingest.Owner
+)
+
+const (
+	ClaimNew      = ingest.ClaimNew
+	ClaimInFlight = ingest.ClaimInFlight
+	ClaimDone     = ingest.ClaimDone
 )
 
 // dedupClockAdvancer is implemented by stores under test whose clock is fake;
@@ -27,21 +42,33 @@ func dedupElapse(d Deduper, dur time.Duration) {
 	time.Sleep(dur)
 }
 
-func dedupClaim(t *testing.T, d Deduper, id string, want ClaimStatus) {
+// dedupClaim claims id, expects want, and returns the owner (0 unless new).
+func dedupClaim(t *testing.T, d Deduper, id string, want ClaimStatus) Owner {
 	t.Helper()
-	got, err := d.Claim(context.Background(), id)
+	got, owner, err := d.Claim(context.Background(), id)
 	if err != nil {
 		t.Fatalf("Claim(%q): %v", id, err)
 	}
 	if got != want {
 		t.Fatalf("Claim(%q) = %v, want %v", id, got, want)
 	}
+	if (owner != 0) != (got == ClaimNew) {
+		t.Fatalf("Claim(%q) = %v with owner %x: want an owner exactly with new", id, got, owner)
+	}
+	return owner
 }
 
-func dedupDo(t *testing.T, name string, id string, op func(context.Context, string) error) {
+func dedupComplete(t *testing.T, d Deduper, id string) {
 	t.Helper()
-	if err := op(context.Background(), id); err != nil {
-		t.Fatalf("%s(%q): %v", name, id, err)
+	if err := d.Complete(context.Background(), id); err != nil {
+		t.Fatalf("Complete(%q): %v", id, err)
+	}
+}
+
+func dedupRelease(t *testing.T, d Deduper, id string, owner Owner) {
+	t.Helper()
+	if err := d.Release(context.Background(), id, owner); err != nil {
+		t.Fatalf("Release(%q, %x): %v", id, owner, err)
 	}
 }
 
@@ -57,7 +84,7 @@ func dedupConcurrentClaims(t *testing.T, d Deduper, id string, n int) map[ClaimS
 	for range n {
 		wg.Go(func() {
 			<-start
-			st, err := d.Claim(context.Background(), id)
+			st, _, err := d.Claim(context.Background(), id)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -86,8 +113,8 @@ func dedupWeirdIDs() []string {
 		"*", ">", "a.*.>", "foo.>",
 		"日本語", "ü", "\x00", "\xff\xfe",
 		"/", "=", "-_", "a/b=c",
-		strings.Repeat("y", maxPlainKeyIDLen),
-		strings.Repeat("y", maxPlainKeyIDLen+1),
+		strings.Repeat("y", maxPlainKeyLen),
+		strings.Repeat("y", maxPlainKeyLen+1),
 		long,
 		long[:1023] + "z",
 		"sha256." + hex.EncodeToString(sum[:]), // the KV key of long, as an id
@@ -104,37 +131,47 @@ func testDeduperContract(t *testing.T, newStore func(t *testing.T, lease, ttl ti
 
 	t.Run("transitions", func(t *testing.T) {
 		d := newStore(t, longLease, longTTL)
-		dedupClaim(t, d, "a", ClaimNew)
+		a := dedupClaim(t, d, "a", ClaimNew)
 		dedupClaim(t, d, "a", ClaimInFlight)
-		dedupDo(t, "Release", "a", d.Release)
-		dedupClaim(t, d, "a", ClaimNew) // a released id can be published again
-		dedupDo(t, "Complete", "a", d.Complete)
+		dedupRelease(t, d, "a", a)
+		a = dedupClaim(t, d, "a", ClaimNew) // a released id can be published again
+		dedupComplete(t, d, "a")
 		dedupClaim(t, d, "a", ClaimDone)
 		dedupClaim(t, d, "a", ClaimDone)
-		dedupDo(t, "Release", "a", d.Release) // a late Release must not forget a published id
+		dedupRelease(t, d, "a", a) // a late Release must not forget a published id
 		dedupClaim(t, d, "a", ClaimDone)
 		dedupClaim(t, d, "b", ClaimNew) // ids are independent
 	})
 
 	t.Run("release and complete without claim", func(t *testing.T) {
 		d := newStore(t, longLease, longTTL)
-		dedupDo(t, "Release", "never-claimed", d.Release)
+		dedupRelease(t, d, "never-claimed", 12345)
 		dedupClaim(t, d, "never-claimed", ClaimNew)
-		dedupDo(t, "Complete", "never-claimed-done", d.Complete)
+		dedupComplete(t, d, "never-claimed-done")
 		dedupClaim(t, d, "never-claimed-done", ClaimDone)
+	})
+
+	t.Run("release by another owner leaves the claim", func(t *testing.T) {
+		d := newStore(t, longLease, longTTL)
+		a := dedupClaim(t, d, "owned", ClaimNew)
+		dedupRelease(t, d, "owned", a+1)
+		dedupRelease(t, d, "owned", 0)
+		dedupClaim(t, d, "owned", ClaimInFlight)
+		dedupRelease(t, d, "owned", a)
+		dedupClaim(t, d, "owned", ClaimNew)
 	})
 
 	t.Run("empty id is an error", func(t *testing.T) {
 		d := newStore(t, longLease, longTTL)
 		ctx := context.Background()
-		if _, err := d.Claim(ctx, ""); !errors.Is(err, errEmptyID) {
-			t.Errorf("Claim(\"\") error = %v, want errEmptyID", err)
+		if _, _, err := d.Claim(ctx, ""); !errors.Is(err, errEmptyKey) {
+			t.Errorf("Claim(\"\") error = %v, want errEmptyKey", err)
 		}
-		if err := d.Complete(ctx, ""); !errors.Is(err, errEmptyID) {
-			t.Errorf("Complete(\"\") error = %v, want errEmptyID", err)
+		if err := d.Complete(ctx, ""); !errors.Is(err, errEmptyKey) {
+			t.Errorf("Complete(\"\") error = %v, want errEmptyKey", err)
 		}
-		if err := d.Release(ctx, ""); !errors.Is(err, errEmptyID) {
-			t.Errorf("Release(\"\") error = %v, want errEmptyID", err)
+		if err := d.Release(ctx, "", 1); !errors.Is(err, errEmptyKey) {
+			t.Errorf("Release(\"\") error = %v, want errEmptyKey", err)
 		}
 	})
 
@@ -151,20 +188,40 @@ func testDeduperContract(t *testing.T, newStore func(t *testing.T, lease, ttl ti
 		if got[ClaimNew] != 1 || got[ClaimInFlight] != 49 {
 			t.Fatalf("50 Claims after the lease lapsed: %v, want exactly one new and 49 in flight (they took %v)", got, time.Since(start))
 		}
-		dedupDo(t, "Complete", "crashed", d.Complete)
+		dedupComplete(t, d, "crashed")
 		dedupClaim(t, d, "crashed", ClaimDone)
+	})
+
+	t.Run("late release after a takeover leaves the new claim", func(t *testing.T) {
+		// A claims; its lease expires (A is slow, not dead); B takes over;
+		// A's publish fails and it releases: B's claim must stay, or a third
+		// delivery would publish while B is still publishing.
+		const lease = 2 * time.Second
+		d := newStore(t, lease, longTTL)
+		a := dedupClaim(t, d, "slow", ClaimNew)
+		dedupElapse(d, lease+100*time.Millisecond)
+		b := dedupClaim(t, d, "slow", ClaimNew)
+		if a == b {
+			t.Fatalf("the takeover got the same owner %x as the first claim", a)
+		}
+		dedupRelease(t, d, "slow", a)
+		dedupClaim(t, d, "slow", ClaimInFlight)
+		dedupComplete(t, d, "slow") // B published
+		dedupRelease(t, d, "slow", a)
+		dedupRelease(t, d, "slow", b)
+		dedupClaim(t, d, "slow", ClaimDone)
 	})
 
 	t.Run("ttl expiry forgets a done id", func(t *testing.T) {
 		const ttl = 2 * time.Second
 		d := newStore(t, longLease, ttl)
 		dedupClaim(t, d, "old", ClaimNew)
-		dedupDo(t, "Complete", "old", d.Complete)
+		dedupComplete(t, d, "old")
 		dedupClaim(t, d, "old", ClaimDone)
 		dedupElapse(d, ttl)
 		// Servers expire on their own schedule: poll, boundedly.
 		for i := 0; ; i++ {
-			st, err := d.Claim(context.Background(), "old")
+			st, _, err := d.Claim(context.Background(), "old")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +242,7 @@ func testDeduperContract(t *testing.T, newStore func(t *testing.T, lease, ttl ti
 		if got[ClaimNew] != 1 || got[ClaimInFlight] != 49 {
 			t.Fatalf("50 concurrent Claims: %v, want exactly one new and 49 in flight", got)
 		}
-		dedupDo(t, "Complete", "hot", d.Complete)
+		dedupComplete(t, d, "hot")
 		if got := dedupConcurrentClaims(t, d, "hot", 50); got[ClaimDone] != 50 {
 			t.Fatalf("50 concurrent Claims of a done id: %v, want 50 done", got)
 		}
@@ -194,15 +251,16 @@ func testDeduperContract(t *testing.T, newStore func(t *testing.T, lease, ttl ti
 	t.Run("weird ids work and do not collide", func(t *testing.T) {
 		d := newStore(t, longLease, longTTL)
 		ids := dedupWeirdIDs()
+		owners := make([]Owner, len(ids))
 		// A collision would show as in flight on the first pass.
-		for _, id := range ids {
-			dedupClaim(t, d, id, ClaimNew)
+		for i, id := range ids {
+			owners[i] = dedupClaim(t, d, id, ClaimNew)
 		}
 		for _, id := range ids {
 			dedupClaim(t, d, id, ClaimInFlight)
 		}
 		for _, id := range ids[:len(ids)/2] {
-			dedupDo(t, "Complete", id, d.Complete)
+			dedupComplete(t, d, id)
 		}
 		for i, id := range ids {
 			want := ClaimInFlight
@@ -211,8 +269,8 @@ func testDeduperContract(t *testing.T, newStore func(t *testing.T, lease, ttl ti
 			}
 			dedupClaim(t, d, id, want)
 		}
-		for _, id := range ids {
-			dedupDo(t, "Release", id, d.Release)
+		for i, id := range ids {
+			dedupRelease(t, d, id, owners[i])
 		}
 		for i, id := range ids {
 			want := ClaimNew
@@ -224,23 +282,23 @@ func testDeduperContract(t *testing.T, newStore func(t *testing.T, lease, ttl ti
 	})
 }
 
-func TestDedupKVKey(t *testing.T) {
+func TestKVKey(t *testing.T) {
 	seen := map[string]string{}
 	for _, id := range dedupWeirdIDs() {
-		k := kvDedupKey(id)
+		k := kvKey(id)
 		if !dedupValidKVKey(k) {
-			t.Errorf("kvDedupKey(%q) = %q: not a valid KV key", id, k)
+			t.Errorf("kvKey(%q) = %q: not a valid KV key", id, k)
 		}
 		if len(k) > 128 {
-			t.Errorf("kvDedupKey(%q) is %d bytes, want ≤ 128", id, len(k))
+			t.Errorf("kvKey(%q) is %d bytes, want ≤ 128", id, len(k))
 		}
 		if other, ok := seen[k]; ok {
-			t.Errorf("kvDedupKey(%q) = kvDedupKey(%q) = %q", id, other, k)
+			t.Errorf("kvKey(%q) = kvKey(%q) = %q", id, other, k)
 		}
 		seen[k] = id
 	}
-	if got, want := kvDedupKey("wh_123"), "d2hfMTIz"; got != want {
-		t.Errorf("kvDedupKey(wh_123) = %q, want %q (the documented encoding)", got, want)
+	if got, want := kvKey("wh_123"), "d2hfMTIz"; got != want {
+		t.Errorf("kvKey(wh_123) = %q, want %q (the documented encoding)", got, want)
 	}
 }
 

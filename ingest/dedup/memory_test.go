@@ -1,4 +1,4 @@
-package ingest
+package dedup
 
 import (
 	"context"
@@ -37,14 +37,14 @@ func (c *dedupFakeClock) advance(d time.Duration) {
 
 // memoryDedupUnderTest lets the contract advance the store's clock.
 type memoryDedupUnderTest struct {
-	*MemoryDeduper
+	*Memory
 	*dedupFakeClock
 }
 
-func TestMemoryDeduperContract(t *testing.T) {
+func TestMemoryContract(t *testing.T) {
 	testDeduperContract(t, func(t *testing.T, lease, ttl time.Duration) Deduper {
 		clock := newDedupFakeClock()
-		d, err := NewMemoryDeduper(MemoryOptions{TTL: ttl, Lease: lease, Now: clock.Now})
+		d, err := NewMemory(MemoryOptions{TTL: ttl, Lease: lease, Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func TestMemoryDeduperContract(t *testing.T) {
 	})
 }
 
-func TestMemoryDeduperOptions(t *testing.T) {
+func TestMemoryOptions(t *testing.T) {
 	tests := []struct {
 		name string
 		opts MemoryOptions
@@ -65,26 +65,26 @@ func TestMemoryDeduperOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewMemoryDeduper(tt.opts)
+			_, err := NewMemory(tt.opts)
 			if (err == nil) != tt.ok {
-				t.Fatalf("NewMemoryDeduper(%+v) error = %v, want ok=%v", tt.opts, err, tt.ok)
+				t.Fatalf("NewMemory(%+v) error = %v, want ok=%v", tt.opts, err, tt.ok)
 			}
 		})
 	}
-	d, err := NewMemoryDeduper(MemoryOptions{})
+	d, err := NewMemory(MemoryOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.ttl != int64(DefaultDedupTTL) || d.lease != int64(DefaultDedupLease) || d.max != DefaultMemoryMaxEntries {
+	if d.ttl != int64(DefaultTTL) || d.lease != int64(DefaultLease) || d.max != DefaultMemoryMaxEntries {
 		t.Fatalf("defaults: ttl %v lease %v max %d", time.Duration(d.ttl), time.Duration(d.lease), d.max)
 	}
 }
 
-// TestMemoryDeduperBound checks what a full store gives up for a new id.
+// TestMemoryBound checks what a full store gives up for a new id.
 // Each step is "c <id>" (Claim), "d <id>" (Complete), "r <id>" (Release) or
 // "+<duration>" (advance the clock); want is the Claim result of the last
 // step, or the error.
-func TestMemoryDeduperBound(t *testing.T) {
+func TestMemoryBound(t *testing.T) {
 	const (
 		lease = 10 * time.Second
 		ttl   = time.Minute
@@ -133,7 +133,7 @@ func TestMemoryDeduperBound(t *testing.T) {
 			name:    "all in flight",
 			steps:   []string{"c a", "c b", "c c"},
 			last:    "d",
-			wantErr: ErrDedupFull,
+			wantErr: ErrFull,
 			kept:    []string{"a", "b", "c"},
 		},
 		{
@@ -147,11 +147,12 @@ func TestMemoryDeduperBound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newDedupFakeClock()
-			d, err := NewMemoryDeduper(MemoryOptions{TTL: ttl, Lease: lease, MaxEntries: 3, Now: clock.Now})
+			d, err := NewMemory(MemoryOptions{TTL: ttl, Lease: lease, MaxEntries: 3, Now: clock.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
+			owners := map[string]Owner{}
 			for _, step := range tt.steps {
 				if dur, ok := strings.CutPrefix(step, "+"); ok {
 					dd, err := time.ParseDuration(dur)
@@ -164,17 +165,17 @@ func TestMemoryDeduperBound(t *testing.T) {
 				op, id, _ := strings.Cut(step, " ")
 				switch op {
 				case "c":
-					_, err = d.Claim(ctx, id)
+					_, owners[id], err = d.Claim(ctx, id)
 				case "d":
 					err = d.Complete(ctx, id)
 				case "r":
-					err = d.Release(ctx, id)
+					err = d.Release(ctx, id, owners[id])
 				}
 				if err != nil {
 					t.Fatalf("step %q: %v", step, err)
 				}
 			}
-			got, err := d.Claim(ctx, tt.last)
+			got, _, err := d.Claim(ctx, tt.last)
 			if !errors.Is(err, tt.wantErr) || err == nil && got != tt.want {
 				t.Fatalf("Claim(%q) = %v, %v; want %v, %v", tt.last, got, err, tt.want, tt.wantErr)
 			}
@@ -195,19 +196,19 @@ func TestMemoryDeduperBound(t *testing.T) {
 	}
 }
 
-// TestMemoryDeduperChurnStaysBounded drives many ids through a small store
+// TestMemoryChurnStaysBounded drives many ids through a small store
 // and checks the bound and the lists' integrity at the end.
-func TestMemoryDeduperChurnStaysBounded(t *testing.T) {
+func TestMemoryChurnStaysBounded(t *testing.T) {
 	clock := newDedupFakeClock()
 	const maxEntries = 100
-	d, err := NewMemoryDeduper(MemoryOptions{TTL: time.Minute, Lease: time.Second, MaxEntries: maxEntries, Now: clock.Now})
+	d, err := NewMemory(MemoryOptions{TTL: time.Minute, Lease: time.Second, MaxEntries: maxEntries, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	for i := range 10_000 {
 		id := strconv.Itoa(i)
-		st, err := d.Claim(ctx, id)
+		st, owner, err := d.Claim(ctx, id)
 		if err != nil || st != ClaimNew {
 			t.Fatalf("Claim(%s) = %v, %v", id, st, err)
 		}
@@ -215,7 +216,7 @@ func TestMemoryDeduperChurnStaysBounded(t *testing.T) {
 		case 0:
 			err = d.Complete(ctx, id)
 		case 1:
-			err = d.Release(ctx, id)
+			err = d.Release(ctx, id, owner)
 		} // 2: left in flight, to lapse
 		if err != nil {
 			t.Fatal(err)
@@ -248,10 +249,10 @@ func TestMemoryDeduperChurnStaysBounded(t *testing.T) {
 	}
 }
 
-// BenchmarkMemoryDeduper measures Claim+Complete of unique ids from parallel
+// BenchmarkMemory measures Claim+Complete of unique ids from parallel
 // goroutines. Past 1 M ids (the default bound) every insert also evicts.
-func BenchmarkMemoryDeduper(b *testing.B) {
-	d, err := NewMemoryDeduper(MemoryOptions{})
+func BenchmarkMemory(b *testing.B) {
+	d, err := NewMemory(MemoryOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -261,7 +262,7 @@ func BenchmarkMemoryDeduper(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := "wh_" + strconv.FormatUint(next.Add(1), 16)
-			if st, err := d.Claim(ctx, id); err != nil || st != ClaimNew {
+			if st, _, err := d.Claim(ctx, id); err != nil || st != ClaimNew {
 				b.Fatalf("Claim = %v, %v", st, err)
 			}
 			if err := d.Complete(ctx, id); err != nil {
@@ -271,15 +272,15 @@ func BenchmarkMemoryDeduper(b *testing.B) {
 	})
 }
 
-// BenchmarkMemoryDeduperBytesPerID measures the heap kept per remembered id
+// BenchmarkMemoryBytesPerID measures the heap kept per remembered id
 // with 1 M realistic webhook-ids (35 bytes, "wh_" + 32 hex), the id's own
 // bytes included, and reports it as B/id. Run it with -benchtime=1x.
-func BenchmarkMemoryDeduperBytesPerID(b *testing.B) {
+func BenchmarkMemoryBytesPerID(b *testing.B) {
 	const n = 1_000_000
 	ctx := context.Background()
 	var perID float64
 	for range b.N {
-		d, err := NewMemoryDeduper(MemoryOptions{MaxEntries: n})
+		d, err := NewMemory(MemoryOptions{MaxEntries: n})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -288,7 +289,7 @@ func BenchmarkMemoryDeduperBytesPerID(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		for i := range n {
 			id := fmt.Sprintf("wh_%032x", i)
-			if _, err := d.Claim(ctx, id); err != nil {
+			if _, _, err := d.Claim(ctx, id); err != nil {
 				b.Fatal(err)
 			}
 			if err := d.Complete(ctx, id); err != nil {
