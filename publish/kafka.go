@@ -37,8 +37,7 @@ type KafkaConfig struct {
 	// 1ms). Every publish waits for its batch, so this is a latency floor;
 	// kafka-go's own 1s default would make each webhook take a second. With
 	// fewer concurrent requests than kafka-go's BatchSize (100) batches never
-	// fill, so a longer timeout only adds latency: 5ms gave half the
-	// throughput of 1ms against kfake at 64 connections.
+	// fill, so a longer timeout only adds latency (docs/performance.md).
 	BatchTimeout time.Duration
 	ClientID     string // default "hookbridge"
 	TLS          KafkaTLS
