@@ -63,6 +63,13 @@ type Observer interface {
 	Republished(result string)
 }
 
+// Handler defaults.
+const (
+	DefaultPath           = "/webhooks/openai"
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultPublishTimeout = 5 * time.Second
+)
+
 // HandlerConfig configures NewHandler. Verifier and Publisher are required.
 type HandlerConfig struct {
 	Verifier  *Verifier
@@ -88,10 +95,10 @@ type HandlerConfig struct {
 	// log line.
 	RepublishMax      int
 	RepublishMaxBytes int64
-	// Path is the only path served (default "/webhooks/openai").
+	// Path is the only path served (default DefaultPath).
 	Path string
-	// MaxBodyBytes bounds the body (default 1 MiB); larger requests get 413
-	// without the body being read whole.
+	// MaxBodyBytes bounds the body (default DefaultMaxBodyBytes); larger
+	// requests get 413 without the body being read whole.
 	MaxBodyBytes int64
 	// MaxInFlightBytes bounds the body bytes held by all requests at once,
 	// from the first byte read until the answer (default
@@ -100,7 +107,8 @@ type HandlerConfig struct {
 	// either, requests get 503 + Retry-After without their body being read.
 	MaxInFlightBytes    int64
 	MaxInFlightRequests int
-	// PublishTimeout bounds dedup claim + publish per request (default 5s).
+	// PublishTimeout bounds dedup claim + publish per request (default
+	// DefaultPublishTimeout).
 	PublishTimeout time.Duration
 	// RetryAfter is sent with 503 responses (default 5s; 409 always says 1s,
 	// since an in-flight claim resolves within one publish).
@@ -150,10 +158,10 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		return nil, errors.New("ingest: handler needs a Publisher")
 	}
 	if cfg.Path == "" {
-		cfg.Path = "/webhooks/openai"
+		cfg.Path = DefaultPath
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.MaxInFlightBytes <= 0 {
 		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
@@ -162,7 +170,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		cfg.MaxInFlightRequests = DefaultMaxInFlightRequests
 	}
 	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 5 * time.Second
+		cfg.PublishTimeout = DefaultPublishTimeout
 	}
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 5 * time.Second

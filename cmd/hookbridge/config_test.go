@@ -88,6 +88,9 @@ func TestEnvDefaultsMirrorPackageDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	mirrors := map[string]struct{ got, want any }{
+		"PATH":                     {cfg.Path, ingest.DefaultPath},
+		"MAX_BODY_BYTES":           {cfg.MaxBodyBytes, int64(ingest.DefaultMaxBodyBytes)},
+		"PUBLISH_TIMEOUT":          {cfg.PublishTimeout, ingest.DefaultPublishTimeout},
 		"TOLERANCE":                {cfg.Tolerance, ingest.DefaultTolerance},
 		"MAX_IN_FLIGHT_BYTES":      {cfg.MaxInFlightBytes, int64(ingest.DefaultMaxInFlightBytes)},
 		"MAX_IN_FLIGHT_REQUESTS":   {cfg.MaxInFlightRequests, ingest.DefaultMaxInFlightRequests},
@@ -112,7 +115,6 @@ func TestEnvDefaultsMirrorPackageDefaults(t *testing.T) {
 		t.Errorf("one HOOKBRIDGE_TOPIC_PREFIX, two package defaults: %q and %q", publish.DefaultKafkaPrefix, publish.DefaultNATSPrefix)
 	}
 	ownDefaults := []string{
-		"PATH", "MAX_BODY_BYTES", "PUBLISH_TIMEOUT", // ingest's are literals in NewHandler
 		"LISTEN_ADDR", "ADMIN_ADDR", "READ_TIMEOUT", "RATE_LIMIT", "RATE_BURST",
 		"SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "RELOAD_INTERVAL",
 		"BROKER", "FORWARD_SIGNATURE", "NATS_REPLICAS", "EMBEDDED_SYNC", "KAFKA_CREATE_TOPICS",
