@@ -90,6 +90,9 @@ func TestTracingMetricsAndShutdownStep(t *testing.T) {
 	if err != nil || p == nil {
 		t.Fatalf("startTracing: %v %v", p, err)
 	}
+	// A queue of 2 makes batches of 2, exported at once: the collector
+	// holds the export, so that the two spans stay held while it lasts.
+	col.Hold()
 	tr := p.TracerProvider().Tracer("t")
 	for range 5 {
 		_, s := tr.Start(context.Background(), "s")
@@ -98,6 +101,7 @@ func TestTracingMetricsAndShutdownStep(t *testing.T) {
 	if got := gather(t, m); got[`hookbridge_trace_queue_spans`] != 2 || got[`hookbridge_trace_spans_dropped_total{reason="queue_full"}`] != 3 {
 		t.Errorf("queue gauge %v, queue_full drops %v", got[`hookbridge_trace_queue_spans`], got[`hookbridge_trace_spans_dropped_total{reason="queue_full"}`])
 	}
+	col.Release()
 
 	steps := tracingSteps(p)
 	if len(steps) != 1 || !(steps[0].stage > stagePublisher && steps[0].stage > stageConn && steps[0].stage < stageAdmin) {
