@@ -528,7 +528,7 @@ func TestKafkaCreateTopicsOff(t *testing.T) {
 }
 
 // TestKafkaBrokerDown: with the cluster gone, Publish gives up when its ctx
-// ends (kafka-go would otherwise keep retrying) and says ErrUnavailable, and
+// ends (kafka-go would otherwise keep retrying) with an error, and
 // Check fails. kfake only: a real cluster cannot be stopped from here.
 func TestKafkaBrokerDown(t *testing.T) {
 	kc := startKfake(t)
