@@ -3,8 +3,10 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,13 +41,59 @@ func (k *restartableKfake) start() {
 	var err error
 	for range 50 { // a port may linger briefly after the previous Close
 		k.c, err = kfake.NewCluster(kfake.NumBrokers(3), kfake.Ports(k.ports...),
-			kfake.ClusterID("hookbridge-faults"), kfake.DataDir(k.dir))
+			kfake.ClusterID("hookbridge-faults"), kfake.DataDir(k.dir), kfake.ListenFn(listenDying))
 		if err == nil {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	k.t.Fatalf("kfake restart: %v", err)
+}
+
+// listenDying is kfake's listener, except that closing it also closes every
+// connection it accepted, as a broker process that stops does. RemoveNode
+// only closes the listener: clients would keep their connection to a broker
+// that no longer leads anything and get "not leader" answers forever, which
+// no real cluster does.
+func listenDying(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &dyingListener{Listener: ln}, nil
+}
+
+type dyingListener struct {
+	net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+}
+
+func (l *dyingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns = append(l.conns, c)
+	return c, nil
+}
+
+func (l *dyingListener) Close() error {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns, l.closed = nil, true
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	return l.Listener.Close()
 }
 
 func (k *restartableKfake) stop() {
