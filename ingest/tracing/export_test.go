@@ -269,6 +269,31 @@ func TestShutdown_FlushesAndIsBounded(t *testing.T) {
 	}
 }
 
+// TestShutdown_EndedContext: a shutdown step whose time is already spent
+// (the process is out of grace) still stops the queue and cuts the hung
+// export, rather than leaving it to its own export timeout.
+func TestShutdown_EndedContext(t *testing.T) {
+	hung := otlptest.Start(t)
+	hung.Hold()
+	c, _ := FromEnv(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": hung.URL, "OTEL_BSP_SCHEDULE_DELAY": "1"})
+	st := &countStats{}
+	p, _ := Start(c, Options{Log: zerolog.Nop(), Stats: st})
+	_, s := p.TracerProvider().Tracer("t").Start(context.Background(), "stuck")
+	s.End()
+	if !waitFor(5*time.Second, func() bool { return hung.Requests() > 0 }) {
+		t.Fatal("the export never reached the collector")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Shutdown(ctx); err == nil {
+		t.Error("Shutdown with an ended context reported success")
+	}
+	if !waitFor(5*time.Second, func() bool { _, d := st.get(); return d[DropShutdown] == 1 }) {
+		_, d := st.get()
+		t.Errorf("dropped %v, want the span counted as shutdown (the default export timeout is 30s)", d)
+	}
+}
+
 // TestUnreachableCollector: nothing listens at the endpoint: spans are
 // dropped and counted, ending them costs nothing more.
 func TestUnreachableCollector(t *testing.T) {

@@ -144,8 +144,11 @@ func (q *queue) Shutdown(ctx context.Context) error {
 	select {
 	case <-q.done:
 	case <-ctx.Done():
-		// run is being aborted: it counts what is left as dropped and
-		// returns without the caller waiting for it.
+		// Abort here too: the deferred stopAbort may run before the
+		// context's cancellation has started the AfterFunc, and the export
+		// would then hang on until its own timeout. Aborted, run counts
+		// what is left as dropped and returns without the caller waiting.
+		q.abort()
 		return ctx.Err()
 	}
 	q.abort()

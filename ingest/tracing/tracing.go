@@ -87,7 +87,10 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	if p == nil {
 		return nil
 	}
-	err := p.tp.Shutdown(ctx)
+	// The queue first: the SDK's Shutdown returns at once, without calling
+	// its processors, when ctx has already ended, and the queue would go on
+	// exporting (and holding a hung export) after the shutdown step.
+	err := errors.Join(p.q.Shutdown(ctx), p.tp.Shutdown(ctx))
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return errors.New("spans still queued were dropped: the collector did not take them in time")
 	}
