@@ -218,8 +218,8 @@ func TestFault_KafkaRestart(t *testing.T) {
 	}
 	rep := s.finish()
 	checkKafka(t, "kafka broker remove/add + cluster restart ×2", kc, prefix, rep)
-	// Generous: kafka-go backs off its metadata refreshes after a cluster
-	// restart; 1-12s were measured.
+	// Generous: kafka-go learns new leaders only from its periodic metadata
+	// refresh (up to 6 s apart), and the machine may be loaded.
 	if rep.Longest > 25*time.Second {
 		t.Errorf("longest unavailability %s, want < 25s", rep.Longest)
 	}
