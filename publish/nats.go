@@ -69,7 +69,7 @@ type NATSConfig struct {
 	// delivery's own Prefix; the stream must capture every one. Prefix is
 	// always captured and need not be listed.
 	Prefixes []string
-	Stream string // stream name (HOOKBRIDGE_NATS_STREAM), default "OPENAI_WEBHOOKS"
+	Stream   string // stream name (HOOKBRIDGE_NATS_STREAM), default "OPENAI_WEBHOOKS"
 
 	// Duplicates is the stream's Nats-Msg-Id window when NewNATS creates it
 	// (default 2h): within it JetStream drops a repeat of a webhook-id
