@@ -145,9 +145,12 @@ type Route struct {
 
 // route is a Route as the request path uses it.
 type route struct {
-	name, path, prefix string
-	v                  *Verifier
-	obs                Observer
+	path string
+	// tag is what the route's deliveries carry; nil for the unnamed route
+	// of a handler without Routes.
+	tag *schema.Route
+	v   *Verifier
+	obs Observer
 }
 
 // Handler is the webhook endpoint: read (bounded) → verify → parse → dedup
@@ -289,7 +292,11 @@ func (h *Handler) setRoutes() error {
 		if obs == nil {
 			obs = h.obs
 		}
-		h.byPath[r.Path] = &route{name: r.Name, path: r.Path, prefix: r.Prefix, v: r.Verifier, obs: obs}
+		ro := &route{path: r.Path, v: r.Verifier, obs: obs}
+		if r.Name != "" || r.Prefix != "" {
+			ro.tag = &schema.Route{Name: r.Name, Prefix: r.Prefix}
+		}
+		h.byPath[r.Path] = ro
 	}
 	if len(rs) == 1 {
 		h.one = h.byPath[rs[0].Path]
@@ -403,8 +410,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ro *route) Outco
 		Body:        body,
 		TraceParent: r.Header.Get("Traceparent"),
 		TraceState:  r.Header.Get("Tracestate"),
-		Route:       ro.name,
-		Prefix:      ro.prefix,
+		Route:       ro.tag,
 	}
 	// Data aliases body, which is never reused or modified.
 	if err := schema.ParseInto(&dv.ev, body); err != nil {

@@ -108,8 +108,8 @@ func TestHandler_Routes(t *testing.T) {
 	}
 	for i, want := range []struct{ route, prefix, key string }{{"prod", "prod", "prod/wh_1"}, {"staging", "staging", "staging/wh_1"}} {
 		d := pub.got[i]
-		if d.Route != want.route || d.Prefix != want.prefix || d.DedupKey() != want.key || string(d.Body) != testBody {
-			t.Errorf("delivery %d: route %q prefix %q key %q, want %+v", i, d.Route, d.Prefix, d.DedupKey(), want)
+		if d.Route == nil || d.Route.Name != want.route || d.Route.Prefix != want.prefix || d.DedupKey() != want.key || string(d.Body) != testBody {
+			t.Errorf("delivery %d: route %+v key %q, want %+v", i, d.Route, d.DedupKey(), want)
 		}
 	}
 	if claims, _, _ := dd.calls(); len(claims) != 2 || claims[0] != "prod/wh_1" || claims[1] != "staging/wh_1" {
@@ -148,8 +148,8 @@ func TestHandler_NoRoutesNoRouteName(t *testing.T) {
 	if w, _ := do(t, h, signedRequest(t, "wh_1", testNow.Unix(), testBody)); w.Code != 200 {
 		t.Fatalf("status %d", w.Code)
 	}
-	if d := pub.got[0]; d.Route != "" || d.Prefix != "" || d.DedupKey() != "wh_1" {
-		t.Errorf("delivery route %q prefix %q key %q", d.Route, d.Prefix, d.DedupKey())
+	if d := pub.got[0]; d.Route != nil || d.DedupKey() != "wh_1" {
+		t.Errorf("delivery route %+v key %q", d.Route, d.DedupKey())
 	}
 }
 

@@ -45,8 +45,8 @@ type HeaderOptions struct {
 // <prefix>.<type>, or <prefix>.deadletter when it has no routable type. The
 // delivery's own prefix (its route's) wins over prefix.
 func Destination(prefix string, d *schema.Delivery) string {
-	if d.Prefix != "" {
-		prefix = d.Prefix
+	if d.Route != nil && d.Route.Prefix != "" {
+		prefix = d.Route.Prefix
 	}
 	if d.Event == nil {
 		return prefix + "." + DeadLetterToken
@@ -65,8 +65,8 @@ func visitHeaders(d *schema.Delivery, o HeaderOptions, ce string, set func(k, v 
 	if !o.OmitSignature && d.Signature != "" {
 		set(HeaderWebhookSignature, d.Signature)
 	}
-	if d.Route != "" {
-		set(HeaderRoute, d.Route)
+	if d.Route != nil && d.Route.Name != "" {
+		set(HeaderRoute, d.Route.Name)
 	}
 	if d.TraceParent != "" {
 		set(HeaderTraceParent, d.TraceParent)

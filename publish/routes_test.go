@@ -25,7 +25,9 @@ func TestRouteDestinationAndHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := delivery(t, "wh_1", tt.body)
-			d.Route, d.Prefix = tt.route, tt.prefix
+			if tt.route != "" {
+				d.Route = &schema.Route{Name: tt.route, Prefix: tt.prefix}
+			}
 			if got := Destination("openai", d); got != tt.wantSubject {
 				t.Errorf("Destination = %q, want %q", got, tt.wantSubject)
 			}
@@ -105,7 +107,7 @@ func TestStreamCreatedForRoutes(t *testing.T) {
 	n := env.newNATS(t, cfg)
 	for _, route := range []struct{ name, prefix string }{{schema.DefaultRoute, env.prefix}, {"staging", other}} {
 		d := delivery(t, "wh_same", batchBody)
-		d.Route, d.Prefix = route.name, route.prefix
+		d.Route = &schema.Route{Name: route.name, Prefix: route.prefix}
 		dup, err := n.Publish(testCtx(t), d)
 		if err != nil || dup {
 			t.Fatalf("route %s: Publish = %v, %v; want stored", route.name, dup, err)

@@ -49,11 +49,18 @@ type Delivery struct {
 	TraceParent string
 	TraceState  string
 
-	// Route names the endpoint the delivery arrived on ("" outside a bridge
-	// with routes), and Prefix is that route's subject/topic prefix ("" for
-	// the publisher's own). One event sent to two OpenAI endpoints arrives
-	// twice with one webhook-id, once per route.
-	Route  string
+	// Route is the endpoint the delivery arrived on, nil outside a bridge
+	// with routes. One event sent to two OpenAI endpoints arrives twice with
+	// one webhook-id, once per route. A pointer to a value shared by the
+	// route's deliveries: it costs a request no allocation.
+	Route *Route
+}
+
+// Route is an endpoint of the bridge: its name, which travels in the
+// hookbridge-route header and in the dedup key, and its subject/topic prefix
+// ("" for the publisher's own). It is never modified once deliveries carry it.
+type Route struct {
+	Name   string
 	Prefix string
 }
 
@@ -69,8 +76,8 @@ const DefaultRoute = "default"
 // because OpenAI sends one event to several endpoints under one webhook-id and
 // each endpoint's copy must be published.
 func (d *Delivery) DedupKey() string {
-	if d.Route == "" || d.Route == DefaultRoute {
+	if d.Route == nil || d.Route.Name == "" || d.Route.Name == DefaultRoute {
 		return d.WebhookID
 	}
-	return d.Route + "/" + d.WebhookID
+	return d.Route.Name + "/" + d.WebhookID
 }
