@@ -548,6 +548,14 @@ func (c *config) redacted() map[string]any {
 		out[envPrefix+f.name] = val
 	}
 	out["secrets_configured"] = len(c.secrets)
+	if len(c.Routes) > 0 {
+		routes := make([]map[string]any, len(c.routes))
+		for i, r := range c.routes {
+			routes[i] = map[string]any{"name": r.name, "path": r.path, "prefix": r.prefix,
+				"secrets_configured": len(r.secrets), "secrets_file": r.secretsFile}
+		}
+		out["routes"] = routes
+	}
 	out["otel_tracing"] = c.tracing.Summary()
 	return out
 }
@@ -561,6 +569,11 @@ func configHelp() string {
 			def = " (default " + def + ")"
 		}
 		fmt.Fprintf(&b, "  %s%s%s\n      %s\n", envPrefix, f.name, def, f.field.Tag.Get("help"))
+	}
+	b.WriteString("\n  Routes: several OpenAI endpoints, each with its own path, secrets and prefix, n = 0, 1, …\n" +
+		"  (instead of HOOKBRIDGE_PATH and HOOKBRIDGE_SECRETS/_SECRETS_FILE; a route named default keeps bare webhook-ids as dedup keys)\n")
+	for _, f := range envFields(reflect.ValueOf(RouteEnv{})) {
+		fmt.Fprintf(&b, "  %sROUTES_<n>_%s\n      %s\n", envPrefix, f.name, f.field.Tag.Get("help"))
 	}
 	return b.String()
 }

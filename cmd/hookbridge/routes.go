@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hookbridge/hookbridge/ingest"
 	"github.com/hookbridge/hookbridge/schema"
@@ -186,6 +187,52 @@ func (c *config) routeNames() []string {
 		out[i] = r.name
 	}
 	return out
+}
+
+// buildRoutes makes each route's verifier, secret reloader and metrics, and
+// logs the routes: names, paths, prefixes and how many secrets, never which.
+func (b *bridge) buildRoutes(environ map[string]string) ([]ingest.Route, error) {
+	obs := b.metrics.enableRoutes(b.cfg.routeNames())
+	counts := make([]atomic.Int64, len(b.cfg.routes))
+	var out []ingest.Route
+	for i, rc := range b.cfg.routes {
+		v, err := ingest.NewVerifier(rc.secrets, ingest.WithTolerance(b.cfg.Tolerance))
+		if err != nil {
+			return nil, fmt.Errorf("%sSECRETS: %w", rc.env, err)
+		}
+		loaded := func(n int) {
+			obs[i].loaded.Set(float64(n))
+			counts[i].Store(int64(n))
+			var sum int64
+			for j := range counts {
+				sum += counts[j].Load()
+			}
+			b.metrics.secretsLoaded.Set(float64(sum))
+		}
+		b.secrets = append(b.secrets, newRouteSecretReloader(rc, v, b.metrics, loaded, b.log))
+		out = append(out, ingest.Route{Name: rc.name, Path: rc.path, Prefix: rc.prefix, Verifier: v, Observer: obs[i]})
+		b.log.Info().Str("route", rc.name).Str("path", rc.path).Str("prefix", rc.prefix).
+			Int("secrets", len(rc.secrets)).Str("secrets_file", rc.secretsFile).Msg("route")
+	}
+	return out, nil
+}
+
+// routeSummaries describe the routes for /readyz?verbose.
+func (c *config) routeSummaries() []string {
+	out := make([]string, len(c.routes))
+	for i, r := range c.routes {
+		out[i] = fmt.Sprintf("route %s: POST %s -> %s.<type>", r.name, r.path, r.prefix)
+	}
+	return out
+}
+
+// basePrefix is the publisher's own prefix: the first route's, which is
+// HOOKBRIDGE_TOPIC_PREFIX without routes.
+func (c *config) basePrefix() string {
+	if len(c.routes) == 0 {
+		return c.TopicPrefix
+	}
+	return c.routes[0].prefix
 }
 
 // routePrefixes lists the distinct prefixes of the routes, in order.
