@@ -27,7 +27,7 @@ type bridge struct {
 
 	handler *ingest.Handler
 	secrets []*secretReloader // one per route
-	certs   *certReloader // nil without TLS
+	certs   *certReloader     // nil without TLS
 	// shutting makes /readyz fail: set when the shutdown begins.
 	shutting atomic.Bool
 
