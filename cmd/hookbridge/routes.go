@@ -245,3 +245,49 @@ func (c *config) routePrefixes() []string {
 	}
 	return out
 }
+
+// commandRoute is the route --route names, for send, tail and verify: one of
+// HOOKBRIDGE_ROUTES_<n>_*, or, without routes, default for the single
+// endpoint. list is its secrets' text (from every source, in order).
+func commandRoute(environ map[string]string, name string) (rc routeConfig, list string, err error) {
+	e, err := parseEnv[struct {
+		Endpoint
+		RoutesEnv
+		MessageEnv
+	}](environ)
+	if err != nil {
+		return routeConfig{}, "", err
+	}
+	if len(e.Routes) == 0 && name == schema.DefaultRoute {
+		c := &config{Endpoint: e.Endpoint, MessageEnv: e.MessageEnv}
+		file, err := e.readSecretsFile()
+		if err != nil {
+			return routeConfig{}, "", err
+		}
+		list, _ = e.secretList(environ, file)
+		return c.defaultRoute(environ), list, nil
+	}
+	var names []string
+	for i, r := range e.Routes {
+		if r.Name != name {
+			names = append(names, r.Name)
+			continue
+		}
+		rc = r.config(i, e.TopicPrefix)
+		file, err := r.readSecretsFile(rc)
+		if err != nil {
+			return routeConfig{}, "", err
+		}
+		if strings.TrimSpace(r.Secrets) != "" {
+			list = r.Secrets
+		}
+		if r.SecretsFile != "" {
+			list = strings.TrimSpace(list + " " + string(file))
+		}
+		return rc, list, nil
+	}
+	if len(names) == 0 {
+		return routeConfig{}, "", fmt.Errorf("--route %q: no routes are configured (HOOKBRIDGE_ROUTES_<n>_NAME); without them the only route is %s", name, schema.DefaultRoute)
+	}
+	return routeConfig{}, "", fmt.Errorf("--route %q: no such route; the routes are %s", name, strings.Join(names, ", "))
+}

@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hookbridge/hookbridge/ingest"
 )
 
 // TestRoutesConfig is the configuration matrix of routes: what loads, and
@@ -98,4 +105,81 @@ func TestRoutesConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// routesEnv is two routes, each with its own secret, path and prefix.
+func routesEnv(listen string) map[string]string {
+	return map[string]string{
+		"HOOKBRIDGE_LISTEN_ADDR":   listen,
+		"HOOKBRIDGE_ROUTES_0_NAME": "prod", "HOOKBRIDGE_ROUTES_0_PATH": "/hooks/prod", "HOOKBRIDGE_ROUTES_0_SECRETS": testSecret0,
+		"HOOKBRIDGE_ROUTES_1_NAME": "staging", "HOOKBRIDGE_ROUTES_1_PATH": "/hooks/staging", "HOOKBRIDGE_ROUTES_1_SECRETS": testSecret1,
+		"HOOKBRIDGE_ROUTES_1_PREFIX": "staging.openai",
+	}
+}
+
+// TestCommandsFollowRoutes: send signs with the route's secret and posts to
+// its path, verify checks with the route's secrets, tail reads its prefix.
+func TestCommandsFollowRoutes(t *testing.T) {
+	type hit struct{ path, verifiedBy string }
+	hits := make(chan hit, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h := hit{path: r.URL.Path}
+		for name, s := range map[string]string{"prod": testSecret0, "staging": testSecret1} {
+			sec, _ := ingest.ParseSecret(s)
+			v, _ := ingest.NewVerifier([]ingest.Secret{sec})
+			if v.Verify(body, r.Header) == nil {
+				h.verifiedBy = name
+			}
+		}
+		hits <- h
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"published"}`))
+	}))
+	defer srv.Close()
+	env := routesEnv(strings.TrimPrefix(srv.URL, "http://"))
+	for _, tt := range []struct{ args, want []string }{
+		{[]string{"--route", "staging"}, []string{"/hooks/staging", "staging"}},
+		{nil, []string{"/hooks/prod", "prod"}}, // the first route
+	} {
+		var out, errOut bytes.Buffer
+		if code := runSend(append(tt.args, "--quiet"), stdio{out: &out, err: &errOut, env: env}); code != 0 {
+			t.Fatalf("send %q: exit %d: %s", tt.args, code, errOut.String())
+		}
+		if h := <-hits; h.path != tt.want[0] || h.verifiedBy != tt.want[1] {
+			t.Errorf("send %q: posted to %s, verified by %q's secret; want %q", tt.args, h.path, h.verifiedBy, tt.want)
+		}
+	}
+	var errOut bytes.Buffer
+	if code := runSend([]string{"--route", "research"}, stdio{out: io.Discard, err: &errOut, env: env}); code != 2 || !strings.Contains(errOut.String(), "prod, staging") {
+		t.Errorf("send to an unknown route: exit %d, %q", code, errOut.String())
+	}
+
+	body := []byte(`{"id":"evt_1","object":"event","created_at":1,"type":"batch.completed","data":{"id":"b"}}`)
+	req := signedRequest(t, "http://x/", testSecret1, "wh_1", time.Now().Unix(), body)
+	args := []string{"--body-file", writeTemp(t, body)}
+	for k := range req.Header {
+		args = append(args, "-H", k+": "+req.Header.Get(k))
+	}
+	for route, want := range map[string]int{"staging": 0, "prod": 1} {
+		var out bytes.Buffer
+		code := runVerify(append([]string{"--route", route}, args...), stdio{in: strings.NewReader(""), out: &out, err: io.Discard, env: env})
+		if code != want {
+			t.Errorf("verify --route %s: exit %d (%s), want %d", route, code, out.String(), want)
+		}
+	}
+
+	o, code := parseTail([]string{"--route", "staging"}, stdio{err: io.Discard, env: env})
+	if o == nil || len(o.filters) != 1 || o.filters[0] != "staging.openai.>" || o.kafka.Prefix != "staging.openai" {
+		t.Errorf("tail --route staging: exit %d, options %+v", code, o)
+	}
+}
+
+func writeTemp(t *testing.T, b []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
