@@ -245,40 +245,45 @@ func TestRoutes_NATSStreamMissingPrefix(t *testing.T) {
 // webhook-id.
 func TestRoutes_Kafka(t *testing.T) {
 	forEachKafka(t, func(t *testing.T, kc *kafkaCluster) {
-		prefix := uniqueKafkaPrefix(t)
-		f := startRoutes(t, map[string]string{
-			"HOOKBRIDGE_BROKER":                   "kafka",
-			"HOOKBRIDGE_KAFKA_BROKERS":            strings.Join(kc.brokers, ","),
-			"HOOKBRIDGE_KAFKA_REPLICATION_FACTOR": fmt.Sprint(kc.rf),
-		}, prefix)
-		same, dl := f.checkRouting(t)
-		f.checkRouteLog(t)
-
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		recs := kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
-		time.Sleep(500 * time.Millisecond) // stragglers would be duplicates
-		recs = kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
-		if len(recs) != 3 {
-			t.Fatalf("%d records, want 3", len(recs))
-		}
-		want := map[string]delivery{
-			f.prodPrefix + ".batch.completed":    same,
-			f.stagingPrefix + ".batch.completed": same,
-			f.stagingPrefix + ".deadletter":      dl,
-		}
-		for _, r := range recs {
-			d, ok := want[r.Topic]
-			if !ok {
-				t.Errorf("record on unexpected topic %s", r.Topic)
-				continue
-			}
-			delete(want, r.Topic)
-			h := kafkaHeaderMap(t, r)
-			route := strings.TrimPrefix(strings.SplitN(r.Topic, ".", 2)[0], prefix+"_")
-			if h["hookbridge-route"] != route || h["webhook-id"] != d.ID || !bytes.Equal(r.Value, d.Body) {
-				t.Errorf("%s: route header %q webhook-id %q body equal %v; want route %s", r.Topic, h["hookbridge-route"], h["webhook-id"], bytes.Equal(r.Value, d.Body), route)
-			}
+		for name, dedupEnv := range kafkaDedupStores(t) {
+			t.Run(name, func(t *testing.T) { kafkaRoutes(t, kc, dedupEnv) })
 		}
 	})
+}
+
+func kafkaRoutes(t *testing.T, kc *kafkaCluster, env map[string]string) {
+	prefix := uniqueKafkaPrefix(t)
+	env["HOOKBRIDGE_BROKER"] = "kafka"
+	env["HOOKBRIDGE_KAFKA_BROKERS"] = strings.Join(kc.brokers, ",")
+	env["HOOKBRIDGE_KAFKA_REPLICATION_FACTOR"] = fmt.Sprint(kc.rf)
+	f := startRoutes(t, env, prefix)
+	same, dl := f.checkRouting(t)
+	f.checkRouteLog(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs := kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
+	time.Sleep(500 * time.Millisecond) // stragglers would be duplicates
+	recs = kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
+	if len(recs) != 3 {
+		t.Fatalf("%d records, want 3", len(recs))
+	}
+	want := map[string]delivery{
+		f.prodPrefix + ".batch.completed":    same,
+		f.stagingPrefix + ".batch.completed": same,
+		f.stagingPrefix + ".deadletter":      dl,
+	}
+	for _, r := range recs {
+		d, ok := want[r.Topic]
+		if !ok {
+			t.Errorf("record on unexpected topic %s", r.Topic)
+			continue
+		}
+		delete(want, r.Topic)
+		h := kafkaHeaderMap(t, r)
+		route := strings.TrimPrefix(strings.SplitN(r.Topic, ".", 2)[0], prefix+"_")
+		if h["hookbridge-route"] != route || h["webhook-id"] != d.ID || !bytes.Equal(r.Value, d.Body) {
+			t.Errorf("%s: route header %q webhook-id %q body equal %v; want route %s", r.Topic, h["hookbridge-route"], h["webhook-id"], bytes.Equal(r.Value, d.Body), route)
+		}
+	}
 }
