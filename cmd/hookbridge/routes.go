@@ -246,6 +246,16 @@ func (c *config) routePrefixes() []string {
 	return out
 }
 
+// routesConfigured reports whether any HOOKBRIDGE_ROUTES_* variable is set.
+func routesConfigured(environ map[string]string) bool {
+	for k := range environ {
+		if strings.HasPrefix(k, envPrefix+"ROUTES_") {
+			return true
+		}
+	}
+	return false
+}
+
 // commandRoute is the route --route names, for send, tail and verify: one of
 // HOOKBRIDGE_ROUTES_<n>_*, or, without routes, default for the single
 // endpoint. list is its secrets' text (from every source, in order).
