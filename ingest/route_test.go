@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hookbridge/hookbridge/integration/otlptest"
 )
 
 const otherSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -189,4 +191,29 @@ func BenchmarkHandlerRoutes(b *testing.B) {
 			b.Fatalf("status %d", w.code)
 		}
 	}
+}
+
+// TestTrace_Routes: a request on a route names the route's path in its
+// server span and the route in hookbridge.route, on the producer span too.
+func TestTrace_Routes(t *testing.T) {
+	pub := &namedPublisher{}
+	h, col, _ := tracedHandler(t, pub, nil, nil)
+	cfg := h.cfg
+	cfg.Routes = []Route{
+		{Name: "prod", Path: "/hooks/prod", Verifier: routeVerifier(t, otherSecret)},
+		{Name: "staging", Path: "/hooks/staging", Verifier: routeVerifier(t, testSecret)},
+	}
+	h, err := NewHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, resp := do(t, h, routeRequest(t, "/hooks/staging", testSecret, "wh_1", testBody)); w.Code != 200 {
+		t.Fatalf("%d %+v", w.Code, resp)
+	}
+	if !col.Wait(5*time.Second, func(s []otlptest.Span) bool { return len(s) >= 3 }) {
+		t.Fatalf("spans: %v", col.Spans())
+	}
+	spans := byName(col.Spans())
+	wantAttrs(t, spans["POST /hooks/staging"], map[string]string{"http.route": "/hooks/staging", "hookbridge.route": "staging"})
+	wantAttrs(t, spans["send openai.batch.completed"], map[string]string{"hookbridge.route": "staging"})
 }
