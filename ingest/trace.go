@@ -82,11 +82,11 @@ const maxPathAttr = 128
 
 // tracer holds what every request's spans share. nil means tracing is off.
 type tracer struct {
-	t        trace.Tracer
+	t trace.Tracer
 	// routes maps each route's path (http.route) to what its spans say.
 	routes map[string]traceRoute
-	system   string // messaging.system; "" when the Publisher does not say
-	dest     func(*schema.Delivery) string
+	system string // messaging.system; "" when the Publisher does not say
+	dest   func(*schema.Delivery) string
 }
 
 // newTracer returns nil when cfg has no TracerProvider. Otherwise it wraps
