@@ -262,9 +262,9 @@ func kafkaRoutes(t *testing.T, kc *kafkaCluster, env map[string]string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	recs := kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
+	kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
 	time.Sleep(500 * time.Millisecond) // stragglers would be duplicates
-	recs = kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
+	recs := kc.readAll(ctx, t, "^"+prefix+`_.*`, 3)
 	if len(recs) != 3 {
 		t.Fatalf("%d records, want 3", len(recs))
 	}
