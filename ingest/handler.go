@@ -70,7 +70,8 @@ const (
 	DefaultPublishTimeout = 5 * time.Second
 )
 
-// HandlerConfig configures NewHandler. Verifier and Publisher are required.
+// HandlerConfig configures NewHandler. Publisher is required, and Verifier
+// unless Routes are set.
 type HandlerConfig struct {
 	Verifier  *Verifier
 	Publisher Publisher
@@ -95,7 +96,7 @@ type HandlerConfig struct {
 	// log line.
 	RepublishMax      int
 	RepublishMaxBytes int64
-	// Path is the only path served (default DefaultPath).
+	// Path is the only path served without Routes (default DefaultPath).
 	Path string
 	// Routes, when set, are the endpoints served instead of Path and
 	// Verifier: each its own path, secrets and prefix (see Route).

@@ -549,6 +549,11 @@ func (c *config) redacted() map[string]any {
 	}
 	out["secrets_configured"] = len(c.secrets)
 	if len(c.Routes) > 0 {
+		// Routes replace these: showing their defaults would mislead.
+		delete(out, envPrefix+"PATH")
+		delete(out, envPrefix+"SECRETS")
+		delete(out, envPrefix+"SECRETS_FILE")
+		delete(out, "secrets_configured")
 		routes := make([]map[string]any, len(c.routes))
 		for i, r := range c.routes {
 			routes[i] = map[string]any{"name": r.name, "path": r.path, "prefix": r.prefix,

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -114,7 +115,7 @@ func runSend(args []string, io stdio) int {
 		o.types = []schema.Type{t}
 	}
 	if *route != "" {
-		if err := o.useRoute(fs, *route, e, io.env); err != nil {
+		if err := o.useRoute(fs, *route, defURL, io.env); err != nil {
 			fmt.Fprintf(io.err, "hookbridge send: %v\n", err)
 			return 2
 		}
@@ -172,9 +173,10 @@ func firstSecret(list string) string {
 	return f[0]
 }
 
-// useRoute aims at the route: its path on the bridge's listener unless --url
-// was given, its first secret unless --secret was.
-func (o *sendOptions) useRoute(fs *flag.FlagSet, name string, e sendEnv, environ map[string]string) error {
+// useRoute aims at the route: its path on the bridge (defURL's host, which
+// follows a dev bridge's moved port) unless --url was given, its first secret
+// unless --secret was.
+func (o *sendOptions) useRoute(fs *flag.FlagSet, name, defURL string, environ map[string]string) error {
 	rc, list, err := commandRoute(environ, name)
 	if err != nil {
 		return err
@@ -182,7 +184,12 @@ func (o *sendOptions) useRoute(fs *flag.FlagSet, name string, e sendEnv, environ
 	explicitURL := false
 	fs.Visit(func(f *flag.Flag) { explicitURL = explicitURL || f.Name == "url" })
 	if !explicitURL {
-		o.url = localURL(e.ListenAddr, rc.path)
+		u, err := url.Parse(defURL)
+		if err != nil {
+			return err
+		}
+		u.Path = rc.path
+		o.url = u.String()
 	}
 	if o.secret == "" {
 		o.secret = firstSecret(list)
