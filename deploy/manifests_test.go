@@ -313,12 +313,44 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		}
 	}
 
-	// The secrets file is a read-only mount of a Secret volume, without
-	// subPath (subPath mounts never see updates, so rotation would need a restart).
-	file := env["HOOKBRIDGE_SECRETS_FILE"].Value
-	if file == "" {
-		t.Fatalf("HOOKBRIDGE_SECRETS_FILE is not set")
+	// Each secrets file (the single endpoint's, or one per route) is a
+	// read-only mount of a Secret volume of its own.
+	files := secretFiles(env)
+	if len(files) == 0 {
+		t.Fatalf("HOOKBRIDGE_SECRETS_FILE is not set, and no HOOKBRIDGE_ROUTES_<n>_SECRETS_FILE")
 	}
+	if _, single := files["HOOKBRIDGE_SECRETS_FILE"]; single && len(files) > 1 {
+		t.Errorf("HOOKBRIDGE_SECRETS_FILE and route secrets files together: start-up refuses both")
+	}
+	seen := map[string]string{}
+	for variable, file := range files {
+		name := checkSecretMount(t, c, &pod, psc, variable, file)
+		if other, dup := seen[name]; dup && name != "" {
+			t.Errorf("%s and %s share the Secret %s: each route has its own", variable, other, name)
+		}
+		seen[name] = variable
+	}
+}
+
+// secretFiles are the secrets-file variables of a container: the single
+// endpoint's and every route's.
+func secretFiles(env map[string]corev1.EnvVar) map[string]string {
+	out := map[string]string{}
+	for k, v := range env {
+		if k == "HOOKBRIDGE_SECRETS_FILE" || strings.HasPrefix(k, "HOOKBRIDGE_ROUTES_") && strings.HasSuffix(k, "_SECRETS_FILE") {
+			out[k] = v.Value
+		}
+	}
+	return out
+}
+
+// checkSecretMount checks that file is in a read-only mount of a Secret
+// volume, without subPath (subPath mounts never see updates, so rotation
+// would need a restart), and returns the Secret's name. The single
+// endpoint's Secret is the one the README and examples/secret create; a
+// route's is named after it.
+func checkSecretMount(t *testing.T, c *corev1.Container, pod *corev1.PodSpec, psc *corev1.PodSecurityContext, variable, file string) string {
+	t.Helper()
 	var mount *corev1.VolumeMount
 	for i, vm := range c.VolumeMounts {
 		if filepath.Dir(file) == vm.MountPath {
@@ -326,28 +358,28 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		}
 	}
 	if mount == nil {
-		t.Fatalf("no volume mounted at %s", filepath.Dir(file))
+		t.Fatalf("%s: no volume mounted at %s", variable, filepath.Dir(file))
 	}
 	if !mount.ReadOnly || mount.SubPath != "" {
-		t.Errorf("secrets mount: readOnly %v, subPath %q; want read-only and no subPath", mount.ReadOnly, mount.SubPath)
+		t.Errorf("%s mount: readOnly %v, subPath %q; want read-only and no subPath", variable, mount.ReadOnly, mount.SubPath)
 	}
-	found := false
 	for _, v := range pod.Volumes {
-		if v.Name == mount.Name {
-			found = true
-			if v.Secret == nil || v.Secret.SecretName != secretName {
-				t.Errorf("volume %s is not the Secret %s", v.Name, secretName)
-			}
-			// A mode without world-read needs fsGroup, which owns the volume
-			// and is a supplementary group of every container.
-			if v.Secret != nil && v.Secret.DefaultMode != nil && *v.Secret.DefaultMode&0o004 == 0 && psc.FSGroup == nil {
-				t.Errorf("secret mode %o is not world-readable and no fsGroup gives the non-root user access", *v.Secret.DefaultMode)
-			}
+		if v.Name != mount.Name {
+			continue
 		}
+		if v.Secret == nil || v.Secret.SecretName != secretName && (variable == "HOOKBRIDGE_SECRETS_FILE" || !strings.HasPrefix(v.Secret.SecretName, secretName+"-")) {
+			t.Errorf("%s: volume %s is not the Secret %s (or, for a route, %s-<route>)", variable, v.Name, secretName, secretName)
+			return ""
+		}
+		// A mode without world-read needs fsGroup, which owns the volume
+		// and is a supplementary group of every container.
+		if v.Secret.DefaultMode != nil && *v.Secret.DefaultMode&0o004 == 0 && psc.FSGroup == nil {
+			t.Errorf("secret mode %o is not world-readable and no fsGroup gives the non-root user access", *v.Secret.DefaultMode)
+		}
+		return v.Secret.SecretName
 	}
-	if !found {
-		t.Errorf("volume %s not declared", mount.Name)
-	}
+	t.Errorf("volume %s not declared", mount.Name)
+	return ""
 }
 
 // TestServicesKeepAdminPrivate: the public Service carries the webhook port
@@ -551,7 +583,17 @@ func TestOverlays(t *testing.T) {
 	if k["HOOKBRIDGE_BROKER"].Value != "kafka" || k["HOOKBRIDGE_DEDUP"].Value != "redis" {
 		t.Errorf("examples/kafka: broker %q dedup %q, want kafka and redis", k["HOOKBRIDGE_BROKER"].Value, k["HOOKBRIDGE_DEDUP"].Value)
 	}
-	for _, dir := range []string{"examples/nats-cluster", "examples/kafka", "examples/monitoring"} {
+	r := env("examples/routes")
+	if _, ok := r["HOOKBRIDGE_SECRETS_FILE"]; ok {
+		t.Errorf("examples/routes keeps HOOKBRIDGE_SECRETS_FILE beside its routes")
+	}
+	for n, want := range []string{"prod", "staging"} {
+		pre := fmt.Sprintf("HOOKBRIDGE_ROUTES_%d_", n)
+		if r[pre+"NAME"].Value != want || !strings.HasPrefix(r[pre+"PATH"].Value, "/") || r[pre+"PREFIX"].Value != "openai."+want {
+			t.Errorf("examples/routes: route %d is %q on %q with prefix %q", n, r[pre+"NAME"].Value, r[pre+"PATH"].Value, r[pre+"PREFIX"].Value)
+		}
+	}
+	for _, dir := range []string{"examples/nats-cluster", "examples/kafka", "examples/monitoring", "examples/routes"} {
 		base := all["."].ids
 		for _, id := range base {
 			if !slices.Contains(all[dir].ids, id) {

@@ -176,7 +176,7 @@ func buildAll(t *testing.T) map[string]*rendered {
 		}
 		out[dir] = r
 	}
-	for _, want := range []string{".", "examples/secret", "examples/sidecar", "examples/nats-cluster", "examples/kafka", "examples/monitoring"} {
+	for _, want := range []string{".", "examples/secret", "examples/sidecar", "examples/nats-cluster", "examples/kafka", "examples/monitoring", "examples/routes"} {
 		if out[want] == nil {
 			t.Errorf("no kustomization in deploy/kubernetes/%s", want)
 		}

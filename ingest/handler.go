@@ -70,7 +70,8 @@ const (
 	DefaultPublishTimeout = 5 * time.Second
 )
 
-// HandlerConfig configures NewHandler. Verifier and Publisher are required.
+// HandlerConfig configures NewHandler. Publisher is required, and Verifier
+// unless Routes are set.
 type HandlerConfig struct {
 	Verifier  *Verifier
 	Publisher Publisher
@@ -95,8 +96,11 @@ type HandlerConfig struct {
 	// log line.
 	RepublishMax      int
 	RepublishMaxBytes int64
-	// Path is the only path served (default DefaultPath).
+	// Path is the only path served without Routes (default DefaultPath).
 	Path string
+	// Routes, when set, are the endpoints served instead of Path and
+	// Verifier: each its own path, secrets and prefix (see Route).
+	Routes []Route
 	// MaxBodyBytes bounds the body (default DefaultMaxBodyBytes); larger
 	// requests get 413 without the body being read whole.
 	MaxBodyBytes int64
@@ -120,6 +124,36 @@ type HandlerConfig struct {
 	TracerProvider trace.TracerProvider
 }
 
+// Route is one webhook endpoint: OpenAI signs each endpoint (project) with
+// its own secret, so a delivery is verified only with the secrets of the
+// route whose path it arrived on.
+type Route struct {
+	// Name is carried by the route's deliveries (schema.Delivery.Route),
+	// and with it into their dedup key: one event sent to two endpoints is
+	// published once per route.
+	Name string
+	// Path is matched exactly.
+	Path     string
+	Verifier *Verifier
+	// Prefix is the route's subject/topic prefix (schema.Delivery.Prefix);
+	// "" publishes with the Publisher's own.
+	Prefix string
+	// Observer, when set, receives the route's Request, SignatureFailure
+	// and SecretMatched calls instead of HandlerConfig.Observer (a metric
+	// labelled with the route); everything else goes to the handler's.
+	Observer Observer
+}
+
+// route is a Route as the request path uses it.
+type route struct {
+	path string
+	// tag is what the route's deliveries carry; nil for the unnamed route
+	// of a handler without Routes.
+	tag *schema.Route
+	v   *Verifier
+	obs Observer
+}
+
 // Handler is the webhook endpoint: read (bounded) → verify → parse → dedup
 // and publish (see DedupPath), answering 2xx only once the broker has
 // acknowledged.
@@ -132,6 +166,11 @@ type Handler struct {
 	retryAfter string
 	draining   atomic.Bool
 	tr         *tracer // nil: tracing off
+
+	// one is the route when there is only one, compared with the request's
+	// path directly; otherwise byPath holds every route.
+	one    *route
+	byPath map[string]*route
 
 	// youngSec and marginSec are BrokerWindow − WindowMargin and
 	// WindowMargin in seconds (see young); directPath is the path of a
@@ -151,7 +190,7 @@ func (h *Handler) Drain() { h.draining.Store(true) }
 
 // NewHandler checks cfg, fills in defaults and returns the handler.
 func NewHandler(cfg HandlerConfig) (*Handler, error) {
-	if cfg.Verifier == nil {
+	if cfg.Verifier == nil && len(cfg.Routes) == 0 {
 		return nil, errors.New("ingest: handler needs a Verifier")
 	}
 	if cfg.Publisher == nil {
@@ -159,6 +198,19 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	if cfg.Path == "" {
 		cfg.Path = DefaultPath
+	}
+	if len(cfg.Routes) > 0 {
+		// The first route's verifier is the handler's clock (see young),
+		// and the longest tolerance bounds the window margin.
+		cfg.Verifier, cfg.Path = nil, cfg.Routes[0].Path
+		for _, r := range cfg.Routes {
+			if r.Verifier == nil {
+				return nil, fmt.Errorf("ingest: route %q needs a Verifier", r.Name)
+			}
+			if cfg.Verifier == nil || r.Verifier.tolerance > cfg.Verifier.tolerance {
+				cfg.Verifier = r.Verifier
+			}
+		}
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -212,7 +264,56 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		h.rep = newRepublisher(cfg.Publisher, cfg.Deduper, obs, log, cfg.PublishTimeout, cfg.BrokerWindow/2,
 			cfg.RepublishMax, cfg.RepublishMaxBytes)
 	}
+	if err := h.setRoutes(); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// setRoutes builds the routes the request path looks up: the configured
+// ones, or one unnamed route at Path.
+func (h *Handler) setRoutes() error {
+	rs := h.cfg.Routes
+	if len(rs) == 0 {
+		rs = []Route{{Path: h.cfg.Path, Verifier: h.cfg.Verifier}}
+	}
+	h.byPath = make(map[string]*route, len(rs))
+	names := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		switch {
+		case r.Path == "":
+			return fmt.Errorf("ingest: route %q needs a Path", r.Name)
+		case h.byPath[r.Path] != nil:
+			return fmt.Errorf("ingest: two routes on path %q", r.Path)
+		case names[r.Name]:
+			return fmt.Errorf("ingest: two routes named %q", r.Name)
+		}
+		names[r.Name] = true
+		obs := r.Observer
+		if obs == nil {
+			obs = h.obs
+		}
+		ro := &route{path: r.Path, v: r.Verifier, obs: obs}
+		if r.Name != "" || r.Prefix != "" {
+			ro.tag = &schema.Route{Name: r.Name, Prefix: r.Prefix}
+		}
+		h.byPath[r.Path] = ro
+	}
+	if len(rs) == 1 {
+		h.one = h.byPath[rs[0].Path]
+	}
+	return nil
+}
+
+// route returns the route serving path, nil if none does.
+func (h *Handler) route(path string) *route {
+	if h.one != nil {
+		if path == h.one.path {
+			return h.one
+		}
+		return nil
+	}
+	return h.byPath[path]
 }
 
 // Close stops re-publishing deliveries whose outcome is unknown: one last
@@ -241,15 +342,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.tr != nil {
 		rt, r = h.tr.begin(r, start)
 	}
-	o := h.serve(w, r)
-	h.obs.Request(o, time.Since(start))
+	obs := h.obs
+	var o Outcome
+	if ro := h.route(r.URL.Path); ro != nil {
+		o, obs = h.serve(w, r, ro), ro.obs
+	} else {
+		o = h.reply(w, http.StatusNotFound, OutcomeNotFound, "no webhook endpoint at this path")
+	}
+	obs.Request(o, time.Since(start))
 	rt.end(o)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
-	if r.URL.Path != h.cfg.Path {
-		return h.reply(w, http.StatusNotFound, OutcomeNotFound, "no webhook endpoint at this path")
-	}
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ro *route) Outcome {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return h.reply(w, http.StatusMethodNotAllowed, OutcomeMethodNotAllowed, "only POST is accepted")
@@ -258,11 +362,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 	// Everything that needs no body first: a request that is stale,
 	// incomplete or over a bound costs no body buffer.
 	vstart := h.traceStart()
-	id, ts, sig, err := h.cfg.Verifier.checkHeaders(r.Header)
+	id, ts, sig, err := ro.v.checkHeaders(r.Header)
 	if err != nil {
 		h.traceVerify(r, vstart, 0, err)
 		bodyUnread(w, r)
-		return h.rejectSignature(w, r, err)
+		return h.rejectSignature(w, r, ro.obs, err)
 	}
 	if !h.adm.enter(int64(h.cfg.MaxInFlightRequests)) {
 		return h.overloaded(w, r, "requests")
@@ -289,12 +393,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 	// The header checks are not repeated: their verdict is the one of the
 	// moment the request arrived.
 	vstart = h.traceStart()
-	secret, err := h.cfg.Verifier.match(body, id, ts, sig)
+	secret, err := ro.v.match(body, id, ts, sig)
 	h.traceVerify(r, vstart, secret, err)
 	if err != nil {
-		return h.rejectSignature(w, r, err)
+		return h.rejectSignature(w, r, ro.obs, err)
 	}
-	h.obs.SecretMatched(secret)
+	ro.obs.SecretMatched(secret)
 
 	dv := new(deliveryEvent) // Delivery and Event in one allocation
 	d := &dv.d
@@ -307,6 +411,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) Outcome {
 		Body:        body,
 		TraceParent: r.Header.Get("Traceparent"),
 		TraceState:  r.Header.Get("Tracestate"),
+		Route:       ro.tag,
 	}
 	// Data aliases body, which is never reused or modified.
 	if err := schema.ParseInto(&dv.ev, body); err != nil {
@@ -418,7 +523,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, held *int64) 
 	return nil, OutcomeBadRequest, "could not read the request body"
 }
 
-func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, err error) Outcome {
+func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, obs Observer, err error) Outcome {
 	var ve *VerifyError
 	if !errors.As(err, &ve) {
 		// Not a verification verdict: a bug, never the sender's fault. Answer
@@ -426,7 +531,7 @@ func (h *Handler) rejectSignature(w http.ResponseWriter, r *http.Request, err er
 		h.log.Error().Err(err).Msg("verifier failed")
 		return h.unavailable(w, "verification failed unexpectedly")
 	}
-	h.obs.SignatureFailure(ve.Reason)
+	obs.SignatureFailure(ve.Reason)
 	h.warnLog.Warn().Str("reason", ve.Reason).Str("remote", r.RemoteAddr).Msg("webhook rejected")
 	switch ve {
 	case ErrMissingSignature, ErrMissingTimestamp, ErrMissingID, ErrBadTimestamp:

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -40,9 +41,9 @@ type DestinationNamer interface {
 	DestinationName(d *schema.Delivery) string
 }
 
-// routeName is the hookbridge.route attribute. With several routes on one
-// bridge, this becomes the route that matched the request.
-const routeName = "default"
+// routeName is the hookbridge.route attribute of a route without a name
+// (a handler without Routes).
+const routeName = schema.DefaultRoute
 
 // Attribute keys: OpenTelemetry semantic conventions (HTTP, messaging,
 // CloudEvents, errors) and hookbridge's own.
@@ -81,11 +82,11 @@ const maxPathAttr = 128
 
 // tracer holds what every request's spans share. nil means tracing is off.
 type tracer struct {
-	t        trace.Tracer
-	path     string // the webhook path: http.route
-	spanName string // "POST <path>"
-	system   string // messaging.system; "" when the Publisher does not say
-	dest     func(*schema.Delivery) string
+	t trace.Tracer
+	// routes maps each route's path (http.route) to what its spans say.
+	routes map[string]traceRoute
+	system string // messaging.system; "" when the Publisher does not say
+	dest   func(*schema.Delivery) string
 }
 
 // newTracer returns nil when cfg has no TracerProvider. Otherwise it wraps
@@ -96,9 +97,14 @@ func newTracer(cfg *HandlerConfig) *tracer {
 		return nil
 	}
 	t := &tracer{
-		t:        cfg.TracerProvider.Tracer("github.com/hookbridge/hookbridge/ingest"),
-		path:     cfg.Path,
-		spanName: http.MethodPost + " " + cfg.Path,
+		t:      cfg.TracerProvider.Tracer("github.com/hookbridge/hookbridge/ingest"),
+		routes: map[string]traceRoute{cfg.Path: {routeName, http.MethodPost + " " + cfg.Path}},
+	}
+	if len(cfg.Routes) > 0 {
+		t.routes = make(map[string]traceRoute, len(cfg.Routes))
+		for _, r := range cfg.Routes {
+			t.routes[r.Path] = traceRoute{cmp.Or(r.Name, routeName), http.MethodPost + " " + r.Path}
+		}
 	}
 	if dn, ok := cfg.Publisher.(DestinationNamer); ok {
 		t.system, t.dest = dn.MessagingSystem(), dn.DestinationName
@@ -109,6 +115,10 @@ func newTracer(cfg *HandlerConfig) *tracer {
 	}
 	return t
 }
+
+// traceRoute is what the spans of one route's requests say: the route's
+// name (hookbridge.route) and the server span's name, "POST <path>".
+type traceRoute struct{ name, span string }
 
 // reqTrace is one request's tracing state. It travels in the request's
 // context, so that the wrapped Publisher and Deduper find the server span.
@@ -189,8 +199,8 @@ func (rt *reqTrace) startServer(authentic bool) {
 	if authentic {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
-	name := rt.t.spanName
-	matched := r.URL.Path == rt.t.path
+	route, matched := rt.t.routes[r.URL.Path]
+	name := route.span
 	method := r.Method
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
@@ -204,7 +214,7 @@ func (rt *reqTrace) startServer(authentic bool) {
 			name = "HTTP"
 		}
 		if matched {
-			name += " " + rt.t.path
+			name += " " + r.URL.Path
 		}
 	}
 	rt.ctx, rt.server = rt.t.t.Start(ctx, name,
@@ -234,11 +244,19 @@ func (rt *reqTrace) startServer(authentic bool) {
 	rt.server.SetAttributes(attrHTTPMethod.String(method), attrURLScheme.String(scheme),
 		attrURLPath.String(path), attrProtocolVersion.String(proto), attrPeerAddress.String(peer))
 	if matched {
-		rt.server.SetAttributes(attrHTTPRoute.String(rt.t.path), attrRoute.String(routeName))
+		rt.server.SetAttributes(attrHTTPRoute.String(r.URL.Path), attrRoute.String(route.name))
 	}
 	if authentic {
 		rt.server.SetAttributes(attrWebhookID.String(r.Header.Get("Webhook-Id")))
 	}
+}
+
+// deliveryRoute is the hookbridge.route of d.
+func deliveryRoute(d *schema.Delivery) string {
+	if d.Route == nil || d.Route.Name == "" {
+		return routeName
+	}
+	return d.Route.Name
 }
 
 // end ends the request's server span with its outcome. A request refused
@@ -317,7 +335,7 @@ func (p tracedPublisher) Publish(ctx context.Context, d *schema.Delivery) (bool,
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 10)
 		attrs = append(attrs, attrMsgOpType.String("send"), attrMsgOpName.String("send"),
-			attrMsgID.String(d.WebhookID), attrMsgBodySize.Int(len(d.Body)), attrRoute.String(routeName))
+			attrMsgID.String(d.WebhookID), attrMsgBodySize.Int(len(d.Body)), attrRoute.String(deliveryRoute(d)))
 		if rt.path != "" {
 			attrs = append(attrs, attrDedupPath.String(string(rt.path)))
 		}

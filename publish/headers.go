@@ -18,6 +18,7 @@ const (
 	HeaderWebhookSignature = "webhook-signature"
 	HeaderContentType      = "content-type"
 	HeaderReason           = "hookbridge-reason" // why a message was dead-lettered
+	HeaderRoute            = "hookbridge-route"  // the route (endpoint) the delivery arrived on
 	HeaderTraceParent      = "traceparent"
 	HeaderTraceState       = "tracestate"
 
@@ -41,8 +42,12 @@ type HeaderOptions struct {
 }
 
 // Destination is the subject or topic a delivery is published to:
-// <prefix>.<type>, or <prefix>.deadletter when it has no routable type.
+// <prefix>.<type>, or <prefix>.deadletter when it has no routable type. The
+// delivery's own prefix (its route's) wins over prefix.
 func Destination(prefix string, d *schema.Delivery) string {
+	if d.Route != nil && d.Route.Prefix != "" {
+		prefix = d.Route.Prefix
+	}
 	if d.Event == nil {
 		return prefix + "." + DeadLetterToken
 	}
@@ -59,6 +64,9 @@ func visitHeaders(d *schema.Delivery, o HeaderOptions, ce string, set func(k, v 
 	set(HeaderWebhookTimestamp, d.Timestamp)
 	if !o.OmitSignature && d.Signature != "" {
 		set(HeaderWebhookSignature, d.Signature)
+	}
+	if d.Route != nil && d.Route.Name != "" {
+		set(HeaderRoute, d.Route.Name)
 	}
 	if d.TraceParent != "" {
 		set(HeaderTraceParent, d.TraceParent)
@@ -146,13 +154,13 @@ func natsHeader(d *schema.Delivery, o HeaderOptions) nats.Header {
 }
 
 // natsHeaderCap bounds the headers of one NATS message: Nats-Msg-Id, the
-// 15 visitHeaders sets at most, Nats-Expected-Stream.
-const natsHeaderCap = 17
+// 16 visitHeaders sets at most, Nats-Expected-Stream.
+const natsHeaderCap = 18
 
 // kafkaHeaders builds the Kafka record headers for d (CloudEvents Kafka
 // binding: ce_ prefix, datacontenttype as content-type).
 func kafkaHeaders(d *schema.Delivery, o HeaderOptions) []kafka.Header {
-	hs := make([]kafka.Header, 0, 14)
+	hs := make([]kafka.Header, 0, 15)
 	visitHeaders(d, o, "ce_", func(k, v string) {
 		hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
 	})

@@ -23,6 +23,9 @@ type KafkaConfig struct {
 	// Prefix names the per-type topics <prefix>.<type> and <prefix>.deadletter
 	// (default "openai").
 	Prefix string
+	// Prefixes are the routes' prefixes, each written to with a delivery's
+	// own Prefix: their start-up topics are provisioned as Prefix's are.
+	Prefixes []string
 	// Topic, when set, sends every delivery to this one topic; the type is
 	// then only in the ce_type header (HOOKBRIDGE_KAFKA_TOPIC).
 	Topic string
@@ -108,10 +111,12 @@ func (cfg KafkaConfig) Validate() error {
 			errs = append(errs, err)
 		}
 	} else {
-		if err := validTopicName(cfg.Prefix); err != nil {
-			errs = append(errs, fmt.Errorf("topic prefix: %w", err))
-		} else if len(cfg.Prefix) > maxPrefixLen {
-			errs = append(errs, fmt.Errorf("topic prefix %q is longer than %d characters", cfg.Prefix, maxPrefixLen))
+		for _, p := range cfg.prefixes() {
+			if err := validTopicName(p); err != nil {
+				errs = append(errs, fmt.Errorf("topic prefix: %w", err))
+			} else if len(p) > maxPrefixLen {
+				errs = append(errs, fmt.Errorf("topic prefix %q is longer than %d characters", p, maxPrefixLen))
+			}
 		}
 		for _, t := range cfg.KnownTypes {
 			if !schema.Type(t).Routable() {

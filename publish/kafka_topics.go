@@ -78,16 +78,28 @@ func (cfg KafkaConfig) startupTopics() []string {
 		return []string{cfg.Topic}
 	}
 	seen := map[string]bool{}
-	out := []string{cfg.Prefix + "." + DeadLetterToken}
-	seen[out[0]] = true
-	for _, t := range cfg.KnownTypes {
-		name := cfg.Prefix + "." + t
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
+	var out []string
+	for _, p := range cfg.prefixes() {
+		for _, t := range append([]string{DeadLetterToken}, cfg.KnownTypes...) {
+			name := p + "." + t
+			if !seen[name] {
+				seen[name] = true
+				out = append(out, name)
+			}
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// prefixes is every prefix topics are named with, Prefix first.
+func (cfg KafkaConfig) prefixes() []string {
+	out := []string{cfg.Prefix}
+	for _, p := range cfg.Prefixes {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +65,11 @@ const (
 // NATSConfig configures the JetStream publisher and the stream it provisions.
 type NATSConfig struct {
 	Prefix string // subject prefix (HOOKBRIDGE_TOPIC_PREFIX), default "openai"
-	Stream string // stream name (HOOKBRIDGE_NATS_STREAM), default "OPENAI_WEBHOOKS"
+	// Prefixes are the routes' prefixes, each published to with a
+	// delivery's own Prefix; the stream must capture every one. Prefix is
+	// always captured and need not be listed.
+	Prefixes []string
+	Stream   string // stream name (HOOKBRIDGE_NATS_STREAM), default "OPENAI_WEBHOOKS"
 
 	// Duplicates is the stream's Nats-Msg-Id window when NewNATS creates it
 	// (default 2h): within it JetStream drops a repeat of a webhook-id
@@ -114,7 +119,7 @@ func (c NATSConfig) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              c.Stream,
 		Description:       "OpenAI webhooks published by hookbridge",
-		Subjects:          []string{c.Prefix + ".>"},
+		Subjects:          c.subjects(),
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
@@ -127,6 +132,41 @@ func (c NATSConfig) streamConfig() jetstream.StreamConfig {
 		MaxMsgsPerSubject: -1,
 		MaxConsumers:      -1,
 	}
+}
+
+// prefixes is every prefix the stream must capture, Prefix first, without
+// repeats.
+func (c NATSConfig) prefixes() []string {
+	out := []string{c.Prefix}
+	for _, p := range c.Prefixes {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// subjects are the stream subjects of a created stream: "<prefix>.>" for
+// every prefix not already captured by another's, since JetStream refuses
+// overlapping subjects in one stream.
+func (c NATSConfig) subjects() []string {
+	var out []string
+	for _, p := range c.prefixes() {
+		out = append(out, p+".>")
+	}
+	var keep []string
+	for i, s := range out {
+		captured := false
+		for j, o := range out {
+			if i != j && SubjectMatches(o, s) && (o != s || j < i) {
+				captured = true
+			}
+		}
+		if !captured {
+			keep = append(keep, s)
+		}
+	}
+	return keep
 }
 
 // NATS publishes deliveries to a JetStream stream. It is safe for
@@ -212,12 +252,8 @@ func (n *NATS) provision(ctx context.Context) error {
 			want.Name, want.Subjects[0], err, provisionHint(err))
 	}
 	have := s.CachedInfo().Config
-	if !subjectsCapture(have.Subjects, n.cfg.Prefix+".>") {
-		return fmt.Errorf("publish: JetStream stream %q (HOOKBRIDGE_NATS_STREAM) exists with subjects %q, "+
-			"which do not capture %q (HOOKBRIDGE_TOPIC_PREFIX=%s); hookbridge does not modify existing streams. "+
-			"Add %q to the stream's subjects, or set HOOKBRIDGE_NATS_STREAM to a stream that captures it, "+
-			"or set HOOKBRIDGE_TOPIC_PREFIX to a prefix this stream captures",
-			have.Name, have.Subjects, n.cfg.Prefix+".>", n.cfg.Prefix, n.cfg.Prefix+".>")
+	if err := n.checkCaptures(have); err != nil {
+		return err
 	}
 	if have.Duplicates < want.Duplicates {
 		n.log.Warn().Str("stream", have.Name).Stringer("stream_duplicates", have.Duplicates).
@@ -233,6 +269,39 @@ func (n *NATS) provision(ctx context.Context) error {
 	n.log.Info().Str("stream", have.Name).Strs("subjects", have.Subjects).
 		Stringer("duplicates", have.Duplicates).Msg("using existing JetStream stream")
 	return nil
+}
+
+// checkCaptures reports the prefixes an existing stream does not capture,
+// with the command that adds them: hookbridge never rewrites a stream, so
+// the operator does it knowingly.
+func (n *NATS) checkCaptures(have jetstream.StreamConfig) error {
+	var missing []string
+	for _, p := range n.cfg.prefixes() {
+		if !subjectsCapture(have.Subjects, p+".>") {
+			missing = append(missing, p+".>")
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if len(n.cfg.prefixes()) == 1 {
+		return fmt.Errorf("publish: JetStream stream %q (HOOKBRIDGE_NATS_STREAM) exists with subjects %q, "+
+			"which do not capture %q (HOOKBRIDGE_TOPIC_PREFIX=%s); hookbridge does not modify existing streams. "+
+			"Add %q to the stream's subjects (%s), or set HOOKBRIDGE_NATS_STREAM to a stream that captures it, "+
+			"or set HOOKBRIDGE_TOPIC_PREFIX to a prefix this stream captures",
+			have.Name, have.Subjects, missing[0], n.cfg.Prefix, missing[0], StreamEditCommand(have.Name, have.Subjects, missing))
+	}
+	return fmt.Errorf("publish: JetStream stream %q (HOOKBRIDGE_NATS_STREAM) exists with subjects %q, "+
+		"which do not capture the route prefixes %q (HOOKBRIDGE_ROUTES_<n>_PREFIX); hookbridge does not modify existing streams. "+
+		"Add them to the stream's subjects: %s",
+		have.Name, have.Subjects, missing, StreamEditCommand(have.Name, have.Subjects, missing))
+}
+
+// StreamEditCommand is the nats CLI command that adds missing to a stream's
+// subjects, keeping the ones it has.
+func StreamEditCommand(stream string, have, missing []string) string {
+	all := append(slices.Clip(have), missing...)
+	return fmt.Sprintf("nats stream edit %s --subjects '%s'", stream, strings.Join(all, ","))
 }
 
 // dedupWindow returns the stream's duplicate window if JetStream still

@@ -48,9 +48,36 @@ type Delivery struct {
 	// W3C trace context from the request, forwarded when present.
 	TraceParent string
 	TraceState  string
+
+	// Route is the endpoint the delivery arrived on, nil outside a bridge
+	// with routes. One event sent to two OpenAI endpoints arrives twice with
+	// one webhook-id, once per route. A pointer to a value shared by the
+	// route's deliveries: it costs a request no allocation.
+	Route *Route
 }
+
+// Route is an endpoint of the bridge: its name, which travels in the
+// hookbridge-route header and in the dedup key, and its subject/topic prefix
+// ("" for the publisher's own). It is never modified once deliveries carry it.
+type Route struct {
+	Name   string
+	Prefix string
+}
+
+// DefaultRoute is the name of the route the single-endpoint configuration
+// forms. Its dedup keys are bare webhook-ids, as before routes existed, so
+// that the streams and dedup stores of existing deployments keep working.
+const DefaultRoute = "default"
 
 // DedupKey is the identity under which d is deduplicated: the key in every
 // dedup store and the Nats-Msg-Id on the bus. Every component derives it
-// here, so that anything added to a delivery's identity is added once.
-func (d *Delivery) DedupKey() string { return d.WebhookID }
+// here, so that anything added to a delivery's identity is added once. It is
+// the webhook-id, prefixed by "<route>/" on every route but the default one,
+// because OpenAI sends one event to several endpoints under one webhook-id and
+// each endpoint's copy must be published.
+func (d *Delivery) DedupKey() string {
+	if d.Route == nil || d.Route.Name == "" || d.Route.Name == DefaultRoute {
+		return d.WebhookID
+	}
+	return d.Route.Name + "/" + d.WebhookID
+}

@@ -38,6 +38,11 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	w.WriteHeader(status)
 	_, verbose := req.URL.Query()["verbose"]
+	if verbose {
+		for _, rt := range r.routes {
+			b.WriteString(rt + "\n")
+		}
+	}
 	if verbose || !ok {
 		_, _ = w.Write([]byte(b.String()))
 	}

@@ -26,8 +26,8 @@ type bridge struct {
 	metrics *metrics
 
 	handler *ingest.Handler
-	secrets *secretReloader
-	certs   *certReloader // nil without TLS
+	secrets []*secretReloader // one per route
+	certs   *certReloader     // nil without TLS
 	// shutting makes /readyz fail: set when the shutdown begins.
 	shutting atomic.Bool
 
@@ -78,23 +78,23 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 		checks["dedup"] = dd.check
 	}
 
-	verifier, err := ingest.NewVerifier(cfg.secrets, ingest.WithTolerance(cfg.Tolerance))
+	routes, err := b.buildRoutes(environ)
 	if err != nil {
 		return nil, err
 	}
-	b.secrets = newSecretReloader(cfg, environ, verifier, b.metrics, log)
 	traces, err := startTracing(cfg.tracing, b.metrics.registry, log) // nil when off
 	if err != nil {
 		return nil, err
 	}
 	b.steps = append(b.steps, tracingSteps(traces)...)
-	if b.handler, err = newWebhookHandler(cfg, br, dd, verifier, traces, b.metrics, log); err != nil {
+	if b.handler, err = newWebhookHandler(cfg, br, dd, routes, traces, b.metrics, log); err != nil {
 		return nil, err
 	}
 	b.steps = append(b.steps, step{stageRepublish, "re-publisher stop", b.handler.Close})
 	b.metrics.republishPending(b.handler)
 	b.metrics.enableInFlight(b.handler)
 	ready := newReadiness(checks, &b.shutting)
+	ready.routes = cfg.routeSummaries()
 	b.metrics.brokerUp(ready)
 	if err := b.buildServers(ready); err != nil {
 		return nil, err
@@ -103,13 +103,12 @@ func newBridge(ctx context.Context, cfg *config, environ map[string]string, log 
 }
 
 // newWebhookHandler is the public endpoint: verify, dedup, publish.
-func newWebhookHandler(cfg *config, br broker, dd dedupParts, v *ingest.Verifier, traces *tracing.Provider, m *metrics, log zerolog.Logger) (*ingest.Handler, error) {
+func newWebhookHandler(cfg *config, br broker, dd dedupParts, routes []ingest.Route, traces *tracing.Provider, m *metrics, log zerolog.Logger) (*ingest.Handler, error) {
 	return ingest.NewHandler(ingest.HandlerConfig{
-		Verifier:            v,
+		Routes:              routes,
 		Publisher:           br.pub,
 		Deduper:             dd.deduper,
 		BrokerWindow:        dd.window,
-		Path:                cfg.Path,
 		MaxBodyBytes:        br.maxBody,
 		PublishTimeout:      cfg.PublishTimeout,
 		Log:                 log,
@@ -159,7 +158,7 @@ func (b *bridge) listen() error {
 	if b.certs != nil {
 		scheme = "https"
 	}
-	b.webhookURL = scheme + "://" + hostForURL(b.publicLn.Addr()) + b.cfg.Path
+	b.webhookURL = scheme + "://" + hostForURL(b.publicLn.Addr()) + b.cfg.routes[0].path
 	b.adminURL = "http://" + hostForURL(b.adminLn.Addr())
 	return nil
 }
@@ -178,7 +177,9 @@ func (b *bridge) run(ctx context.Context) error {
 	}()
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
-	go b.secrets.run(watchCtx, b.cfg.ReloadInterval)
+	for _, s := range b.secrets {
+		go s.run(watchCtx, b.cfg.ReloadInterval)
+	}
 	if b.certs != nil {
 		go b.certs.watch.run(watchCtx, b.cfg.ReloadInterval)
 	}
@@ -215,7 +216,9 @@ func (b *bridge) wait(ctx context.Context, errc <-chan error) error {
 
 // reload re-reads the secrets and the TLS certificate now.
 func (b *bridge) reload() {
-	b.secrets.reload()
+	for _, s := range b.secrets {
+		s.reload()
+	}
 	if b.certs != nil {
 		b.certs.watch.check(true)
 	}

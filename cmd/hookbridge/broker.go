@@ -90,7 +90,8 @@ func openNATS(ctx context.Context, cfg *config, log zerolog.Logger) (broker, []s
 func natsPublisher(ctx context.Context, cfg *config, nc *nats.Conn, maxBody int64, log zerolog.Logger) (broker, []step, error) {
 	steps := []step{{stageConn, "nats connection close", func(context.Context) error { nc.Close(); return nil }}}
 	n, err := publish.NewNATS(ctx, nc, publish.NATSConfig{
-		Prefix:     cfg.TopicPrefix,
+		Prefix:     cfg.basePrefix(),
+		Prefixes:   cfg.routePrefixes(),
 		Stream:     cfg.NATSStream,
 		Duplicates: cfg.NATSDuplicates,
 		MaxAge:     cfg.NATSMaxAge,
@@ -107,7 +108,8 @@ func natsPublisher(ctx context.Context, cfg *config, nc *nats.Conn, maxBody int6
 
 // openKafka connects to Kafka and provisions the topics of the known types.
 func openKafka(ctx context.Context, cfg *config, log zerolog.Logger) (broker, []step, error) {
-	kc := cfg.KafkaEnv.kafkaConfig(cfg.TopicPrefix, cfg.KafkaClientID)
+	kc := cfg.KafkaEnv.kafkaConfig(cfg.basePrefix(), cfg.KafkaClientID)
+	kc.Prefixes = cfg.routePrefixes()
 	kc.CreateTopics = cfg.KafkaCreateTopics
 	kc.Partitions = cfg.KafkaPartitions
 	kc.ReplicationFactor = cfg.KafkaReplication

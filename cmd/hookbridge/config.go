@@ -150,6 +150,7 @@ type LogEnv struct {
 // config is the environment contract of `hookbridge serve`: every part.
 type config struct {
 	Endpoint
+	RoutesEnv
 	ListenEnv
 	RequestEnv
 	LifecycleEnv
@@ -167,6 +168,9 @@ type config struct {
 
 	// secrets is the parsed form of the endpoint's secrets.
 	secrets []ingest.Secret
+	// routes are the endpoints served: HOOKBRIDGE_ROUTES_<n>_*, or the
+	// single endpoint as the route named default.
+	routes []routeConfig
 	// maxBodySet is whether HOOKBRIDGE_MAX_BODY_BYTES was set: a value the
 	// operator chose is never lowered silently (see fitBodyLimit).
 	maxBodySet bool
@@ -197,11 +201,22 @@ func loadConfig(environ map[string]string) (*config, error) {
 	cfg.maxBodySet = environ[envPrefix+"MAX_BODY_BYTES"] != ""
 	cfg.credentials = credentials(environ)
 	var errs []error
-	if cfg.secrets, err = cfg.loadSecrets(environ); err != nil {
-		errs = append(errs, err)
-	} else if len(cfg.secrets) == 0 {
-		errs = append(errs, errors.New("no signing secret: set HOOKBRIDGE_SECRETS (or OPENAI_WEBHOOK_SECRET, or HOOKBRIDGE_SECRETS_FILE) to the whsec_… secret of your OpenAI webhook endpoint"))
+	var rp problems
+	cfg.checkRouteVars(environ, &rp)
+	switch {
+	case len(cfg.Routes) > 0:
+		cfg.loadRoutes(environ, &rp)
+	case len(rp) > 0:
+		// A route numbered from 1, or misspelt: the operator meant routes.
+	default:
+		if cfg.secrets, err = cfg.loadSecrets(environ); err != nil {
+			errs = append(errs, err)
+		} else if len(cfg.secrets) == 0 {
+			errs = append(errs, errors.New("no signing secret: set HOOKBRIDGE_SECRETS (or OPENAI_WEBHOOK_SECRET, or HOOKBRIDGE_SECRETS_FILE) to the whsec_… secret of your OpenAI webhook endpoint"))
+		}
+		cfg.routes = []routeConfig{cfg.defaultRoute(environ)}
 	}
+	errs = append(errs, rp...)
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -533,6 +548,19 @@ func (c *config) redacted() map[string]any {
 		out[envPrefix+f.name] = val
 	}
 	out["secrets_configured"] = len(c.secrets)
+	if len(c.Routes) > 0 {
+		// Routes replace these: showing their defaults would mislead.
+		delete(out, envPrefix+"PATH")
+		delete(out, envPrefix+"SECRETS")
+		delete(out, envPrefix+"SECRETS_FILE")
+		delete(out, "secrets_configured")
+		routes := make([]map[string]any, len(c.routes))
+		for i, r := range c.routes {
+			routes[i] = map[string]any{"name": r.name, "path": r.path, "prefix": r.prefix,
+				"secrets_configured": len(r.secrets), "secrets_file": r.secretsFile}
+		}
+		out["routes"] = routes
+	}
 	out["otel_tracing"] = c.tracing.Summary()
 	return out
 }
@@ -546,6 +574,11 @@ func configHelp() string {
 			def = " (default " + def + ")"
 		}
 		fmt.Fprintf(&b, "  %s%s%s\n      %s\n", envPrefix, f.name, def, f.field.Tag.Get("help"))
+	}
+	b.WriteString("\n  Routes: several OpenAI endpoints, each with its own path, secrets and prefix, n = 0, 1, …\n" +
+		"  (instead of HOOKBRIDGE_PATH and HOOKBRIDGE_SECRETS/_SECRETS_FILE; a route named default keeps bare webhook-ids as dedup keys)\n")
+	for _, f := range envFields(reflect.ValueOf(RouteEnv{})) {
+		fmt.Fprintf(&b, "  %sROUTES_<n>_%s\n      %s\n", envPrefix, f.name, f.field.Tag.Get("help"))
 	}
 	return b.String()
 }

@@ -56,7 +56,9 @@ func prepareDev(environ map[string]string) (*devState, error) {
 	if err := os.MkdirAll(st.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("HOOKBRIDGE_DATA_DIR: %w", err)
 	}
-	if !e.secretsConfigured(environ) {
+	// Routes bring their own secrets: a generated one beside them would be
+	// the single endpoint that routes replace.
+	if !e.secretsConfigured(environ) && !routesConfigured(environ) {
 		path := filepath.Join(st.dir, devSecretFile)
 		secret, err := loadOrCreateDevSecret(path)
 		if err != nil {

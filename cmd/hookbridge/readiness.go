@@ -24,6 +24,8 @@ type readiness struct {
 	names    []string
 	shutting *atomic.Bool
 	timeout  time.Duration // for one evaluation of all checks
+	// routes are listed by /readyz?verbose.
+	routes []string
 
 	mu      sync.Mutex
 	at      time.Time

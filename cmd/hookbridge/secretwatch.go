@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hookbridge/hookbridge/ingest"
+	"github.com/hookbridge/hookbridge/schema"
 )
 
 // fileWatch reloads something built from a few small files (the secrets file,
@@ -134,32 +135,43 @@ func (w *fileWatch) run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// secretReloader applies HOOKBRIDGE_SECRETS(_FILE) to the verifier.
+// secretReloader applies one route's secrets (HOOKBRIDGE_SECRETS(_FILE),
+// or HOOKBRIDGE_ROUTES_<n>_SECRETS(_FILE)) to the route's verifier. Each
+// route has its own: a bad file for one route leaves the others alone.
 type secretReloader struct {
-	endpoint Endpoint
-	environ  map[string]string
+	route    routeConfig
 	verifier *ingest.Verifier
 	metrics  *metrics
-	log      zerolog.Logger
-	watch    *fileWatch // nil without HOOKBRIDGE_SECRETS_FILE
+	// loaded is told how many secrets are in use after every reload.
+	loaded func(n int)
+	log    zerolog.Logger
+	watch  *fileWatch // nil without a secrets file
 }
 
+// newSecretReloader is the reloader of the single endpoint.
 func newSecretReloader(cfg *config, environ map[string]string, v *ingest.Verifier, m *metrics, log zerolog.Logger) *secretReloader {
-	r := &secretReloader{endpoint: cfg.Endpoint, environ: environ, verifier: v, metrics: m, log: log}
-	m.secretsLoaded.Set(float64(len(cfg.secrets)))
-	warnShortSecrets(cfg.secrets, log)
-	if cfg.SecretsFile != "" {
-		r.watch = newFileWatch("secrets", []string{cfg.SecretsFile}, func(c [][]byte) error {
+	return newRouteSecretReloader(cfg.defaultRoute(environ), v, m, func(n int) { m.secretsLoaded.Set(float64(n)) }, log)
+}
+
+func newRouteSecretReloader(rc routeConfig, v *ingest.Verifier, m *metrics, loaded func(int), log zerolog.Logger) *secretReloader {
+	if rc.name != "" && rc.name != schema.DefaultRoute {
+		log = log.With().Str("route", rc.name).Logger()
+	}
+	r := &secretReloader{route: rc, verifier: v, metrics: m, loaded: loaded, log: log}
+	loaded(len(rc.secrets))
+	warnShortSecrets(rc.secrets, log)
+	if rc.secretsFile != "" {
+		r.watch = newFileWatch("secrets", []string{rc.secretsFile}, func(c [][]byte) error {
 			return r.apply(c[0])
 		}, func(error) { m.secretReloadErrors.Inc() }, log)
 	}
 	return r
 }
 
-// apply parses the environment's secrets plus file and installs them. Values
-// are never logged, only how many there are.
+// apply parses the route's environment secrets plus file and installs them.
+// Values are never logged, only how many there are.
 func (r *secretReloader) apply(file []byte) error {
-	secrets, err := r.endpoint.parseSecrets(r.environ, file)
+	secrets, err := r.route.parse(file)
 	if err == nil && len(secrets) == 0 {
 		err = errors.New("no secrets found")
 	}
@@ -169,7 +181,7 @@ func (r *secretReloader) apply(file []byte) error {
 	if err != nil {
 		return err
 	}
-	r.metrics.secretsLoaded.Set(float64(len(secrets)))
+	r.loaded(len(secrets))
 	r.log.Info().Int("secrets", len(secrets)).Msg("secrets reloaded")
 	warnShortSecrets(secrets, r.log)
 	return nil
@@ -189,7 +201,7 @@ func (r *secretReloader) reload() {
 	}
 }
 
-// run polls HOOKBRIDGE_SECRETS_FILE until ctx is done.
+// run polls the secrets file until ctx is done.
 func (r *secretReloader) run(ctx context.Context, interval time.Duration) {
 	if r.watch != nil {
 		r.watch.run(ctx, interval)

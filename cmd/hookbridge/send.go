@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -37,6 +38,8 @@ line every second and a summary (status counts, req/s, latency percentiles).
 Defaults come from a running "hookbridge serve --dev" or "make up"
 (HOOKBRIDGE_DATA_DIR/dev.json), else http://127.0.0.1:8080/webhooks/openai;
 the secret from HOOKBRIDGE_SECRETS / OPENAI_WEBHOOK_SECRET, else dev.json's.
+With routes (HOOKBRIDGE_ROUTES_<n>_*), --route picks the route whose secret
+signs and whose path is posted to (default the first route).
 
 Examples:
   hookbridge send                                   one response.completed
@@ -44,6 +47,7 @@ Examples:
   hookbridge send --type batch.completed --count 3
   hookbridge send --count 20000 --concurrency 64    load test
   hookbridge send --count 5 --duplicate             one webhook-id, five times
+  hookbridge send --route staging                   to the staging route
 
 Flags:
 `
@@ -84,6 +88,7 @@ func runSend(args []string, io stdio) int {
 	fs.BoolVar(&o.duplicate, "duplicate", false, "reuse one webhook-id (and body) for every delivery of a type")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the summary")
+	route := fs.String("route", io.env[envPrefix+"ROUTES_0_NAME"], "sign with this route's secret and post to its path (HOOKBRIDGE_ROUTES_<n>_NAME; default the first route)")
 	fs.Usage = func() { fmt.Fprint(io.err, sendUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -108,6 +113,12 @@ func runSend(args []string, io stdio) int {
 			return 2
 		}
 		o.types = []schema.Type{t}
+	}
+	if *route != "" {
+		if err := o.useRoute(fs, *route, defURL, io.env); err != nil {
+			fmt.Fprintf(io.err, "hookbridge send: %v\n", err)
+			return 2
+		}
 	}
 	if o.secret == "" {
 		o.secret = e.defaultSecret(io.env, dev)
@@ -150,11 +161,40 @@ func (e sendEnv) defaultSecret(environ map[string]string, dev *devState) string 
 			list = string(b)
 		}
 	}
+	return firstSecret(list)
+}
+
+// firstSecret is the first secret of a list: during a rotation, the new one.
+func firstSecret(list string) string {
 	f := strings.FieldsFunc(list, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	if len(f) == 0 {
 		return ""
 	}
 	return f[0]
+}
+
+// useRoute aims at the route: its path on the bridge (defURL's host, which
+// follows a dev bridge's moved port) unless --url was given, its first secret
+// unless --secret was.
+func (o *sendOptions) useRoute(fs *flag.FlagSet, name, defURL string, environ map[string]string) error {
+	rc, list, err := commandRoute(environ, name)
+	if err != nil {
+		return err
+	}
+	explicitURL := false
+	fs.Visit(func(f *flag.Flag) { explicitURL = explicitURL || f.Name == "url" })
+	if !explicitURL {
+		u, err := url.Parse(defURL)
+		if err != nil {
+			return err
+		}
+		u.Path = rc.path
+		o.url = u.String()
+	}
+	if o.secret == "" {
+		o.secret = firstSecret(list)
+	}
+	return nil
 }
 
 // localURL is the URL a client on this host reaches a listener on addr at.

@@ -35,7 +35,8 @@ Defaults come from a running "hookbridge serve --dev" or "make up"
 nats://127.0.0.1:4222. With --kafka (default HOOKBRIDGE_KAFKA_BROKERS, else
 the Kafka brokers in dev.json) it reads the matching <prefix>.* topics
 instead, with the HOOKBRIDGE_KAFKA_TLS*/SASL* settings; --nats overrides a
-Kafka default.
+Kafka default. --route NAME follows the prefix of that route
+(HOOKBRIDGE_ROUTES_<n>_PREFIX) instead of HOOKBRIDGE_TOPIC_PREFIX.
 
 Flags:
 `
@@ -116,6 +117,7 @@ func parseTail(args []string, io stdio) (*tailOptions, int) {
 	fs.StringVar(&o.natsURL, "nats", cmp.Or(defNATS, "nats://"+publish.DefaultEmbeddedAddr), "NATS server URL")
 	fs.StringVar(&o.stream, "stream", e.NATSStream, "JetStream stream")
 	prefix := fs.String("prefix", e.TopicPrefix, "subject prefix")
+	route := fs.String("route", "", "follow this route's prefix (HOOKBRIDGE_ROUTES_<n>_NAME)")
 	fs.Var(&types, "type", "event type filter (repeatable; * and > wildcards)")
 	fs.BoolVar(&o.all, "all", false, "start from the first stored event instead of new ones")
 	fs.BoolVar(&o.asJSON, "json", false, "print each raw body (one JSON document per line)")
@@ -140,6 +142,12 @@ func parseTail(args []string, io stdio) (*tailOptions, int) {
 	if explicit["nats"] && !explicit["kafka"] {
 		*kafkaBrokers = "" // --nats given: NATS, whatever the default said
 	}
+	if *route != "" {
+		if *prefix, err = tailRoutePrefix(io.env, *route, explicit["prefix"]); err != nil {
+			fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
+			return nil, 2
+		}
+	}
 	if o.filters, err = typeFilters(*prefix, types); err != nil {
 		fmt.Fprintf(io.err, "hookbridge tail: %v\n", err)
 		return nil, 2
@@ -147,6 +155,15 @@ func parseTail(args []string, io stdio) (*tailOptions, int) {
 	e.KafkaBrokers, e.KafkaTopic = strings.FieldsFunc(*kafkaBrokers, func(r rune) bool { return r == ',' || r == ' ' }), *topic
 	o.kafka = e.KafkaEnv.kafkaConfig(*prefix, "hookbridge-tail")
 	return o, 0
+}
+
+// tailRoutePrefix is the prefix of the route --route names.
+func tailRoutePrefix(environ map[string]string, name string, prefixGiven bool) (string, error) {
+	if prefixGiven {
+		return "", errors.New("--route and --prefix both say where to read; give one")
+	}
+	rc, _, err := commandRoute(environ, name)
+	return rc.prefix, err
 }
 
 // typeFilters maps the --type patterns to subject filters under prefix;

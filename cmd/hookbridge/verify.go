@@ -34,7 +34,8 @@ printed.
 Secrets: --secret, else what "hookbridge serve" would use: HOOKBRIDGE_SECRETS
 (or OPENAI_WEBHOOK_SECRET) plus the contents of HOOKBRIDGE_SECRETS_FILE. Each
 may hold several secrets separated by spaces or commas; secret=#<n> says which
-one matched.
+one matched. With routes (HOOKBRIDGE_ROUTES_<n>_*), the secrets of the route
+--route names (default the first route).
 
 The body is read as raw bytes: nothing is added or trimmed, so save it exactly
 as received (a trailing newline added by an editor makes it invalid). A
@@ -68,6 +69,7 @@ func runVerify(args []string, io stdio) int {
 	bodyFile := fs.String("body-file", "", "`file` holding the raw request body (default: stdin; - is stdin)")
 	nowText := fs.String("now", "", "check as of this `unix` time in seconds (default: the clock)")
 	tolerance := fs.Duration("tolerance", ingest.DefaultTolerance, "how far webhook-timestamp may be from now, either way")
+	route := fs.String("route", io.env[envPrefix+"ROUTES_0_NAME"], "without --secret: the secrets of this route (HOOKBRIDGE_ROUTES_<n>_NAME; default the first route)")
 	fs.Usage = func() { fmt.Fprint(io.err, verifyUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -83,7 +85,7 @@ func runVerify(args []string, io stdio) int {
 		return usageErr("unexpected argument %q (the body comes from --body-file or stdin)", fs.Arg(0))
 	}
 
-	list, parsed, err := verifySecrets(secrets, io.env)
+	list, parsed, err := verifySecretsOf(secrets, *route, io.env)
 	if err != nil {
 		return usageErr("%v", err)
 	}
@@ -168,6 +170,26 @@ func readBody(path string, stdin io.Reader) ([]byte, error) {
 		return io.ReadAll(stdin)
 	}
 	return os.ReadFile(path)
+}
+
+// verifySecretsOf is verifySecrets, or, without --secret flags, the secrets
+// of the route named route when it is set.
+func verifySecretsOf(flags []string, route string, environ map[string]string) (string, []ingest.Secret, error) {
+	if len(flags) > 0 || route == "" {
+		return verifySecrets(flags, environ)
+	}
+	rc, list, err := commandRoute(environ, route)
+	if err != nil {
+		return "", nil, err
+	}
+	s, err := ingest.ParseSecrets(list)
+	if err != nil {
+		return "", nil, fmt.Errorf("%sSECRETS:\n%w", rc.env, err)
+	}
+	if len(s) == 0 {
+		return "", nil, fmt.Errorf("no secret: route %s has none (%sSECRETS, %sSECRETS_FILE)", route, rc.env, rc.env)
+	}
+	return list, s, nil
 }
 
 // verifySecrets returns the --secret flags' secrets, else those serve would
