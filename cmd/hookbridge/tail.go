@@ -268,9 +268,14 @@ func printEvent(out io.Writer, subject string, h map[string][]string, body []byt
 	} else {
 		typ = "deadletter(" + get("hookbridge-reason") + ")"
 	}
-	trace := ""
-	if tid := schema.Headers(h).TraceID(); tid != "" {
-		trace = "  trace=" + tid
+	extra := ""
+	// The route named default is every single-endpoint bridge's: naming it
+	// on each line would say nothing.
+	if r := get(publish.HeaderRoute); r != "" && r != schema.DefaultRoute {
+		extra = "  route=" + r
 	}
-	fmt.Fprintf(out, "%s  %-34s %-38s %-30s webhook-id=%s  subject=%s%s\n", when, typ, id, obj, get("webhook-id"), subject, trace)
+	if tid := schema.Headers(h).TraceID(); tid != "" {
+		extra += "  trace=" + tid
+	}
+	fmt.Fprintf(out, "%s  %-34s %-38s %-30s webhook-id=%s  subject=%s%s\n", when, typ, id, obj, get("webhook-id"), subject, extra)
 }

@@ -153,6 +153,25 @@ func TestPrintEventTraceID(t *testing.T) {
 	}
 }
 
+func TestPrintEventRoute(t *testing.T) {
+	body, _ := schema.Sample(schema.BatchCompleted)
+	for _, tt := range []struct{ route, want string }{
+		{"staging", "route=staging"},
+		{schema.DefaultRoute, ""},
+		{"", ""},
+	} {
+		var b bytes.Buffer
+		h := map[string][]string{"webhook-id": {"wh_1"}}
+		if tt.route != "" {
+			h["hookbridge-route"] = []string{tt.route}
+		}
+		printEvent(&b, "openai.batch.completed", h, body, false)
+		if got := strings.Contains(b.String(), "route="); got != (tt.want != "") || !strings.Contains(b.String(), tt.want) {
+			t.Errorf("route %q: %s", tt.route, b.String())
+		}
+	}
+}
+
 // The OTEL_* credentials (export header values, endpoint userinfo) join
 // the texts every log line is scrubbed of.
 func TestTracingCredentialsRedacted(t *testing.T) {
