@@ -52,7 +52,6 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	sigFailures   *prometheus.CounterVec
-	secretMatches *prometheus.CounterVec
 	events        *prometheus.CounterVec
 	publishDur    *prometheus.HistogramVec
 	publishErrors *prometheus.CounterVec
@@ -82,9 +81,7 @@ type metrics struct {
 	publishOK   prometheus.Observer
 	publishErr  prometheus.Observer
 	publishErrN prometheus.Counter
-	// Secret positions are resolved on first use, so that only positions that
-	// ever matched are exported.
-	bySecret [maxSecretLabel + 1]atomic.Pointer[prometheus.Counter]
+	bySecret    secretCounters
 	// overloads counts refusals by the in-flight bounds (enableInFlight).
 	overloads *prometheus.CounterVec
 }
@@ -112,10 +109,10 @@ func newMetrics(version, broker string) *metrics {
 			Name: "hookbridge_signature_failures_total",
 			Help: "Rejected requests by verification reason.",
 		}, []string{"reason"}),
-		secretMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+		bySecret: secretCounters{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_signature_secret_matches_total",
 			Help: "Verified requests by the position of the configured secret that matched (rotation: watch the old one reach zero).",
-		}, []string{"secret"}),
+		}, []string{"secret"})},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_events_published_total",
 			Help: "Events acknowledged by the broker, by type (catalogue types; other for unknown; deadletter).",
@@ -167,7 +164,7 @@ func newMetrics(version, broker string) *metrics {
 		Help: "Build information; the value is always 1.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	reg.MustRegister(m.requests, m.duration, m.sigFailures, m.secretMatches, m.events,
+	reg.MustRegister(m.requests, m.duration, m.sigFailures, m.bySecret.vec, m.events,
 		m.publishDur, m.publishErrors, m.acks, m.dedup, m.dedupPaths, m.republish,
 		m.secretReloadErrors, m.secretsLoaded, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -286,11 +283,21 @@ func (m *metrics) SignatureFailure(reason string) {
 	m.sigFailures.WithLabelValues(reason).Inc()
 }
 
-func (m *metrics) SecretMatched(i int) {
+func (m *metrics) SecretMatched(i int) { m.bySecret.inc(i) }
+
+// secretCounters counts matches by secret position. The children are
+// resolved on first use, so that only positions that ever matched are
+// exported; positions from maxSecretLabel on are counted as "other".
+type secretCounters struct {
+	vec *prometheus.CounterVec // labelled with the position only
+	c   [maxSecretLabel + 1]atomic.Pointer[prometheus.Counter]
+}
+
+func (s *secretCounters) inc(i int) {
 	if i < 0 || i >= maxSecretLabel {
 		i = maxSecretLabel
 	}
-	if c := m.bySecret[i].Load(); c != nil {
+	if c := s.c[i].Load(); c != nil {
 		(*c).Inc()
 		return
 	}
@@ -298,8 +305,8 @@ func (m *metrics) SecretMatched(i int) {
 	if i < maxSecretLabel {
 		label = strconv.Itoa(i)
 	}
-	c := m.secretMatches.WithLabelValues(label)
-	m.bySecret[i].Store(&c)
+	c := s.vec.WithLabelValues(label)
+	s.c[i].Store(&c)
 	c.Inc()
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,8 +15,7 @@ import (
 type routeMetrics struct {
 	*metrics
 	byOutcome map[ingest.Outcome]prometheus.Counter
-	matches   *prometheus.CounterVec // curried with the route
-	bySecret  [maxSecretLabel + 1]atomic.Pointer[prometheus.Counter]
+	bySecret  secretCounters // curried with the route
 	loaded    prometheus.Gauge
 }
 
@@ -43,7 +40,7 @@ func (m *metrics) enableRoutes(names []string) []*routeMetrics {
 		r := &routeMetrics{
 			metrics:   m,
 			byOutcome: make(map[ingest.Outcome]prometheus.Counter, len(knownOutcomes)),
-			matches:   matches.MustCurryWith(prometheus.Labels{"route": name}),
+			bySecret:  secretCounters{vec: matches.MustCurryWith(prometheus.Labels{"route": name})},
 			loaded:    loaded.WithLabelValues(name),
 		}
 		for _, o := range knownOutcomes {
@@ -65,18 +62,5 @@ func (r *routeMetrics) Request(o ingest.Outcome, d time.Duration) {
 
 func (r *routeMetrics) SecretMatched(i int) {
 	r.metrics.SecretMatched(i)
-	if i < 0 || i >= maxSecretLabel {
-		i = maxSecretLabel
-	}
-	if c := r.bySecret[i].Load(); c != nil {
-		(*c).Inc()
-		return
-	}
-	label := "other"
-	if i < maxSecretLabel {
-		label = strconv.Itoa(i)
-	}
-	c := r.matches.WithLabelValues(label)
-	r.bySecret[i].Store(&c)
-	c.Inc()
+	r.bySecret.inc(i)
 }
