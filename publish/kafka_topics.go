@@ -93,15 +93,7 @@ func (cfg KafkaConfig) startupTopics() []string {
 }
 
 // prefixes is every prefix topics are named with, Prefix first.
-func (cfg KafkaConfig) prefixes() []string {
-	out := []string{cfg.Prefix}
-	for _, p := range cfg.Prefixes {
-		if p != "" && !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
+func (cfg KafkaConfig) prefixes() []string { return allPrefixes(cfg.Prefix, cfg.Prefixes) }
 
 // topicCache remembers which topics are known to exist, and makes concurrent
 // first publishes of a new type create its topic once.

@@ -134,11 +134,14 @@ func (c NATSConfig) streamConfig() jetstream.StreamConfig {
 	}
 }
 
-// prefixes is every prefix the stream must capture, Prefix first, without
-// repeats.
-func (c NATSConfig) prefixes() []string {
-	out := []string{c.Prefix}
-	for _, p := range c.Prefixes {
+// prefixes is every prefix the stream must capture.
+func (c NATSConfig) prefixes() []string { return allPrefixes(c.Prefix, c.Prefixes) }
+
+// allPrefixes is prefix followed by the routes' prefixes, without empty
+// ones or repeats.
+func allPrefixes(prefix string, routes []string) []string {
+	out := []string{prefix}
+	for _, p := range routes {
 		if p != "" && !slices.Contains(out, p) {
 			out = append(out, p)
 		}
@@ -158,7 +161,7 @@ func (c NATSConfig) subjects() []string {
 	for i, s := range out {
 		captured := false
 		for j, o := range out {
-			if i != j && SubjectMatches(o, s) && (o != s || j < i) {
+			if i != j && SubjectMatches(o, s) { // prefixes has no repeats
 				captured = true
 			}
 		}
